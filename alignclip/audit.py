@@ -1,0 +1,549 @@
+"""Internal-consistency audit of the AlignCLIP paper's published numbers (no model runs).
+
+Reads the package's copies of the paper tables (``alignclip.paper``) and a few numbers that exist
+only in the paper's text or in tables not shipped as CSV (quoted verbatim below), and checks:
+
+1. every printed ``Avg`` against the mean of the printed per-dataset values;
+2. every printed gain (Table 2 delta rows, the arrows of Tables 3, 10, 13) against the rows it
+   compares;
+3. the same configuration reported in several tables (Tables 2, 3, 4, 7-11, 13);
+4. the chosen hyper-parameters (Table 6) against the swept ranges (Tables 7-9);
+5. claims in the text against the tables.
+
+Severity: ``"error"`` = two printed numbers that cannot both be right; ``"warning"`` = a number
+that is off by less than what rounding or an unstated convention could explain, or a setting the
+tables cannot confirm; ``"info"`` = a claim that was checked and holds, or cannot be checked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from decimal import ROUND_HALF_UP, Decimal
+from pathlib import Path
+
+import pandas as pd
+
+from alignclip.paper import (
+    AVG_ARROWS,
+    RS_DATASETS,
+    TABLE2_DELTA_ROWS,
+    TABLE4_DATASETS,
+    TABLE4_SENSITIVITY,
+    list_tables,
+    load_table,
+)
+
+__all__ = ["average_checks", "run_audit", "write_audit"]
+
+_EPS = 1e-6
+_SWEEPS = {"alpha": "table7_alpha_sensitivity", "beta": "table8_beta_sensitivity"}
+_VARIANTS = ("AlignCLIP-D", "AlignCLIP-S")
+_K_DEFAULT = 3  # Sec. 4.1: "K-Means ... with the number of clusters K_c = 3 as default".
+
+_T3_NAMES = {(0, 0): "SegEarth-OV", (1, 0): "SGA", (0, 1): "CCE", (1, 1): "SGA+CCE"}
+
+
+def _finding(fid: str, severity: str, tables: list[str], cells: list[str], expected: object,
+             found: object, message: str) -> dict:
+    return {"id": fid, "severity": severity, "tables": tables, "cells": cells,
+            "expected": expected, "found": found, "message": message}
+
+
+def _r1(x: float | Decimal) -> float:
+    return float(Decimal(str(x)).quantize(Decimal("0.1"), rounding=ROUND_HALF_UP))
+
+
+def _same(a: float, b: float) -> bool:
+    return abs(float(a) - float(b)) < _EPS
+
+
+def _key_col(df: pd.DataFrame) -> str | None:
+    return next((c for c in ("alpha", "beta", "n_clusters", "hyperparameter") if c in df), None)
+
+
+def _label(df: pd.DataFrame, row: pd.Series) -> str:
+    if "sga" in df:
+        return _T3_NAMES[(int(row["sga"]), int(row["cce"]))]
+    key = _key_col(df)
+    if "variant" in df and key:
+        return f"{row['variant']} {key}={row[key]}"
+    return str(row["method"] if "method" in df else row["domain"])
+
+
+def _cell(table: str, label: str, col: str) -> str:
+    return f"{table}[{label}, {col}]"
+
+
+def _rows(table: str) -> dict[str, dict[str, float]]:
+    """``{row label: {column: value}}`` for the numeric columns of one table."""
+    df = load_table(table)
+    cols = [c for c in df.columns if c in RS_DATASETS or c == "Avg" or c == "miou_avg"]
+    return {_label(df, r): {c: float(r[c]) for c in cols} for _, r in df.iterrows()}
+
+
+def _sweep(table: str, variant: str) -> dict[float, dict[str, float]]:
+    df = load_table(table)
+    key = _key_col(df)
+    sub = df[df["variant"] == variant]
+    return {float(r[key]): {d: float(r[d]) for d in RS_DATASETS} for _, r in sub.iterrows()}
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+# --- 1. Averages ------------------------------------------------------------------------------
+
+def average_checks() -> pd.DataFrame:
+    """Recompute every printed ``Avg`` from the printed per-dataset values.
+
+    Returns:
+        One row per table row with an ``Avg``: ``table, row, reported, exact_mean`` (mean of the
+        printed values, exact decimal), ``rounded_mean`` (half-up to 1 decimal), ``abs_diff``
+        (``|reported - exact_mean|``) and ``consistent`` (``abs_diff <= 0.05``: the printed
+        value is a valid rounding of the mean of the printed values).
+    """
+    out = []
+    for table in list_tables():
+        df = load_table(table)
+        if "Avg" not in df:
+            continue
+        cols = [c for c in df.columns[df.columns.get_loc("Avg") - 1::-1] if c not in (
+            "method", "venue", "variant", "alpha", "beta", "n_clusters", "sga", "cce")][::-1]
+        for _, r in df.iterrows():
+            mean = sum(Decimal(str(r[c])) for c in cols) / len(cols)
+            diff = abs(Decimal(str(r["Avg"])) - mean)
+            out.append({"table": table, "row": _label(df, r), "n_values": len(cols),
+                        "reported": float(r["Avg"]), "exact_mean": float(mean),
+                        "rounded_mean": _r1(mean), "abs_diff": float(diff),
+                        "consistent": diff <= Decimal("0.05")})
+    return pd.DataFrame(out)
+
+
+def _check_averages() -> list[dict]:
+    checks = average_checks()
+    found = []
+    for _, c in checks[~checks["consistent"]].iterrows():
+        severity = "warning" if c["abs_diff"] <= 0.1 + _EPS else "error"
+        found.append(_finding(
+            f"avg:{c['table']}[{c['row']}]", severity, [c["table"]],
+            [_cell(c["table"], c["row"], "Avg")], c["rounded_mean"], c["reported"],
+            f"Avg printed {c['reported']:.1f} but the mean of the {c['n_values']} printed values "
+            f"is {c['exact_mean']:g} (rounds to {c['rounded_mean']:.1f}); off by "
+            f"{c['abs_diff']:.4f} > 0.05"
+            + ("; within 0.1, so explainable only if the Avg was taken over unrounded values"
+               if severity == "warning" else "")))
+    found.append(_finding(
+        "avg:summary", "info", sorted(set(checks["table"])), [],
+        int(len(checks)), int(checks["consistent"].sum()),
+        f"{int(checks['consistent'].sum())} of {len(checks)} printed Avg values equal the rounded "
+        f"mean of their row's printed values (|diff| <= 0.05)"))
+    return found
+
+
+# --- 2. Printed gains -------------------------------------------------------------------------
+
+def _check_deltas() -> list[dict]:
+    t2 = _rows("table2_main")
+    found = []
+    cols = RS_DATASETS + ["Avg"]
+    others = {m: v for m, v in t2.items() if not m.startswith("AlignCLIP")}
+    for variant, printed in TABLE2_DELTA_ROWS.items():
+        for col, p in zip(cols, printed, strict=True):
+            ours = t2[variant][col]
+            base = t2["SegEarth-OV"][col]
+            best_m = max(others, key=lambda m, c=col: others[m][c])
+            vs_base, vs_best = _r1(ours - base), _r1(ours - others[best_m][col])
+            if _same(p, vs_base):
+                continue
+            cells = [f"table2_main[{variant} delta, {col}]", _cell("table2_main", variant, col),
+                     _cell("table2_main", "SegEarth-OV", col), _cell("table2_main", best_m, col)]
+            head = (f"Table 2 prints (+{p:.1f}) under {variant} on {col}; {variant} - SegEarth-OV "
+                    f"= {ours:.1f} - {base:.1f} = {vs_base:+.1f}")
+            if _same(p, vs_best):
+                found.append(_finding(
+                    f"delta:table2_main[{variant}, {col}]", "warning", ["table2_main"], cells,
+                    vs_base, p, f"{head}; the printed gain is instead the gap to the best other "
+                    f"method, {best_m} ({others[best_m][col]:.1f}), so the delta row mixes "
+                    "references"))
+            else:
+                same_as = [v for v in TABLE2_DELTA_ROWS if v != variant
+                           and _same(TABLE2_DELTA_ROWS[v][cols.index(col)], p)]
+                found.append(_finding(
+                    f"delta:table2_main[{variant}, {col}]", "error", ["table2_main"], cells,
+                    vs_base, p, f"{head} and the gap to the best other method, {best_m} "
+                    f"({others[best_m][col]:.1f}), is {vs_best:+.1f}; the printed value matches "
+                    "neither" + (f" (it equals the value printed for {same_as[0]})"
+                                 if same_as else "")))
+    ok = []
+    for table, row, ref, arrow in AVG_ARROWS:
+        rows = _rows(table)
+        got = _r1(rows[row]["Avg"] - rows[ref]["Avg"])
+        cells = [_cell(table, row, "Avg"), _cell(table, ref, "Avg")]
+        if _same(got, arrow):
+            ok.append(f"{table} {row} ↑{arrow:.1f}")
+            continue
+        found.append(_finding(
+            f"delta:{table}[{row}, Avg]", "error", [table], cells, got, arrow,
+            f"{table} prints ↑{arrow:.1f} for {row} but its Avg minus {ref}'s is {got:+.1f}"))
+    found.append(_finding(
+        "delta:arrows", "info", sorted({a[0] for a in AVG_ARROWS}), [], len(AVG_ARROWS), len(ok),
+        "printed Avg arrows equal the difference of the printed Avg values: " + "; ".join(ok)))
+    return found
+
+
+# --- 3. The same configuration in several tables -----------------------------------------------
+
+def _compare_group(gid: str, ref: tuple[str, str, dict], others: list[tuple[str, str, dict]]
+                   ) -> list[dict]:
+    rt, rl, rv = ref
+    found, n = [], 0
+    for table, label, values in others:
+        for col, v in values.items():
+            if col not in rv:
+                continue
+            n += 1
+            if not _same(v, rv[col]):
+                found.append(_finding(
+                    f"{gid}:{table}[{label}, {col}]", "error", [rt, table],
+                    [_cell(rt, rl, col), _cell(table, label, col)], rv[col], v,
+                    f"the same configuration is {rv[col]:g} in {rt} ({rl}) but {v:g} in "
+                    f"{table} ({label}) on {col}"))
+    if not found:
+        where = ", ".join(f"{t} ({lab})" for t, lab, _ in others)
+        found.append(_finding(f"{gid}:summary", "info", [rt] + [o[0] for o in others], [], n, n,
+                              f"{rt} ({rl}) equals {where} in all {n} shared cells"))
+    return found
+
+
+def _check_same_config() -> list[dict]:
+    t2, t3 = _rows("table2_main"), _rows("table3_component_ablation")
+    t11 = _rows("table11_compute")
+    t9, t10, t13 = (_rows("table9_clusters_sensitivity"), _rows("table10_sga_plugin"),
+                    _rows("table13_densecrf"))
+    mi = {m: {"Avg": v["miou_avg"]} for m, v in t11.items()}
+    t11n = "table11_compute"
+    d, s, seg = "AlignCLIP-D", "AlignCLIP-S", "SegEarth-OV"
+    found = _compare_group(f"same-config:{d}", ("table2_main", d, t2[d]), [
+        ("table3_component_ablation", "SGA+CCE", t3["SGA+CCE"]),
+        ("table9_clusters_sensitivity", f"{d} n_clusters=3", t9[f"{d} n_clusters=3"]),
+        ("table13_densecrf", "AlignCLIP-D", t13["AlignCLIP-D"]),
+        (t11n, "AlignCLIP-D", mi["AlignCLIP-D"])])
+    found += _compare_group(f"same-config:{s}", ("table2_main", s, t2[s]), [
+        ("table9_clusters_sensitivity", f"{s} n_clusters=3", t9[f"{s} n_clusters=3"]),
+        (t11n, "AlignCLIP-S", mi["AlignCLIP-S"])])
+    found += _compare_group(f"same-config:{seg}", ("table2_main", seg, t2[seg]), [
+        ("table3_component_ablation", "SegEarth-OV", t3["SegEarth-OV"]),
+        (t11n, "SegEarth-OV", mi["SegEarth-OV"])])
+    for m in ("ProxyCLIP", "SC-CLIP", "CorrCLIP"):
+        found += _compare_group(f"same-config:{m}", ("table2_main", m, t2[m]),
+                                [("table10_sga_plugin", m, t10[m])])
+    for m in ("Trident", "CorrCLIP"):
+        found += _compare_group(f"same-config:{m}-compute", ("table2_main", m, t2[m]),
+                                [(t11n, m, mi[m])])
+    t3n = "table3_component_ablation"
+    found += _compare_group("same-config:SGA-only", (t3n, "SGA", t3["SGA"]),
+                            [(t11n, "DINO +SGA", mi["DINO +SGA"])])
+    found += _compare_group("same-config:CCE-only", (t3n, "CCE", t3["CCE"]),
+                            [(t11n, "DINO +CCE", mi["DINO +CCE"])])
+    found.append(_finding(
+        "same-config:table11-SAM-ablations", "info", [t11n],
+        [_cell(t11n, "SAM +SGA", "miou_avg"), _cell(t11n, "SAM +CCE", "miou_avg")],
+        None, [mi["SAM +SGA"]["Avg"], mi["SAM +CCE"]["Avg"]],
+        "cannot be checked: no table gives per-dataset values for the SAM-variant ablations "
+        f"(SAM +SGA {mi['SAM +SGA']['Avg']:.1f}, SAM +CCE {mi['SAM +CCE']['Avg']:.1f})"))
+    # Table 4 (main text) is the DINO part of Tables 7-9 on four datasets.
+    t4_found, n4 = [], 0
+    for (table, key), rows in TABLE4_SENSITIVITY.items():
+        sweep = _sweep(table, d)
+        for k, v in rows.items():
+            label, n4 = f"{d} {key}={k}", n4 + len(v)
+            t4_found += [f for f in _compare_group(
+                f"same-config:table4[{label}]", (table, label, sweep[float(k)]),
+                [("table4 (Sec. 4.3)", label, dict(zip(TABLE4_DATASETS, v, strict=True)))])
+                if f["severity"] != "info"]
+    t4_tables = ["table4 (Sec. 4.3)", *[t for t, _ in TABLE4_SENSITIVITY]]
+    return found + (t4_found or [_finding(
+        "same-config:table4:summary", "info", t4_tables, [], n4, n4,
+        f"Table 4 equals the AlignCLIP-D rows of Tables 7-9 in all {n4} cells")])
+
+
+def _check_sensitivity_vs_table2() -> list[dict]:
+    t2, t6 = _rows("table2_main"), load_table("table6_hyperparameters")
+    found, n_ok = [], 0
+    for variant in _VARIANTS:
+        for param, table in _SWEEPS.items():
+            chosen = t6[(t6["variant"] == variant) & (t6["hyperparameter"] == param)].iloc[0]
+            sweep = _sweep(table, variant)
+            for ds in RS_DATASETS:
+                x, ref = float(chosen[ds]), t2[variant][ds]
+                c6 = _cell("table6_hyperparameters", f"{variant} {param}", ds)
+                if x not in sweep:
+                    found.append(_finding(
+                        f"hp-range:{variant}:{param}:{ds}", "warning",
+                        ["table6_hyperparameters", table], [c6], f"{param} in {sorted(sweep)}", x,
+                        f"Table 6 sets {param}={_fmt(x)} for {variant} on {ds}, outside the swept "
+                        f"range {_fmt(min(sweep))}-{_fmt(max(sweep))} of {table}; its Table 2 "
+                        f"value {ref:.1f} cannot be confirmed there (best swept: "
+                        f"{max(v[ds] for v in sweep.values()):.1f})"))
+                    continue
+                got = sweep[x][ds]
+                if _same(got, ref):
+                    n_ok += 1
+                    continue
+                at = [_fmt(k) for k, v in sweep.items() if _same(v[ds], ref)]
+                other = t6[(t6["variant"] != variant) & (t6["hyperparameter"] == param)].iloc[0]
+                hint = (f"; Table 6 gives {other['variant']} {param}={_fmt(float(other[ds]))} here"
+                        if not _same(other[ds], x) else "")
+                found.append(_finding(
+                    f"hp-value:{variant}:{param}:{ds}", "error",
+                    ["table2_main", "table6_hyperparameters", table],
+                    [_cell("table2_main", variant, ds), c6,
+                     _cell(table, f"{variant} {param}={_fmt(x)}", ds)], ref, got,
+                    f"{table} reports {got:.1f} for {variant} on {ds} at Table 6's {param}="
+                    f"{_fmt(x)}, but Table 2 reports {ref:.1f}; "
+                    + (f"Table 2's value appears in the sweep at {param} = {', '.join(at)}"
+                       if at else "Table 2's value appears nowhere in the sweep") + hint))
+    found.append(_finding(
+        "hp-value:summary", "info", ["table2_main", "table6_hyperparameters", *_SWEEPS.values()],
+        [], None, n_ok, f"{n_ok} dataset/variant/parameter cells of Tables 7-8 at Table 6's "
+        "setting equal Table 2"))
+    return found
+
+
+# --- 4. Chosen hyper-parameters vs the sweeps --------------------------------------------------
+
+def _check_best_of_sweep() -> list[dict]:
+    t6 = load_table("table6_hyperparameters")
+    found, ties, n = [], [], 0
+    sweeps = {**_SWEEPS, "n_clusters": "table9_clusters_sensitivity"}
+    for variant in _VARIANTS:
+        for param, table in sweeps.items():
+            sweep = _sweep(table, variant)
+            row = t6[(t6["variant"] == variant) & (t6["hyperparameter"] == param)]
+            for ds in RS_DATASETS:
+                x = float(row.iloc[0][ds]) if len(row) else float(_K_DEFAULT)
+                if x not in sweep:
+                    continue  # reported by the range check
+                n += 1
+                best = max(v[ds] for v in sweep.values())
+                better = [_fmt(k) for k, v in sweep.items() if v[ds] > sweep[x][ds] + _EPS]
+                if better:
+                    found.append(_finding(
+                        f"hp-best:{variant}:{param}:{ds}", "warning",
+                        ["table6_hyperparameters", table],
+                        [_cell(table, f"{variant} {param}={_fmt(x)}", ds)], best, sweep[x][ds],
+                        f"chosen {param}={_fmt(x)} gives {sweep[x][ds]:.1f} for {variant} on "
+                        f"{ds} but {param} = {', '.join(better)} scores higher (best {best:.1f})"))
+                tied = [_fmt(k) for k, v in sweep.items() if k != x and _same(v[ds], best)]
+                if not better and tied:
+                    ties.append(f"{variant} {ds} {param}={_fmt(x)} ties {', '.join(tied)}")
+    found.append(_finding(
+        "hp-best:summary", "info", ["table6_hyperparameters", *sweeps.values()], [], n,
+        n - len(found), f"{n - len(found)} of {n} chosen settings inside the sweeps score a "
+        f"maximum of their sweep (K_c: the default 3); ties: {'; '.join(ties) or 'none'}"))
+    return found
+
+
+# --- 5. Claims in the text ---------------------------------------------------------------------
+
+def _check_text() -> list[dict]:
+    t2, t3 = _rows("table2_main"), _rows("table3_component_ablation")
+    d, s, seg = t2["AlignCLIP-D"], t2["AlignCLIP-S"], t2["SegEarth-OV"]
+    cols = RS_DATASETS + ["Avg"]
+    found = []
+    # Sec. 4.2: "particularly remarkable on datasets such as LoveDA (+2.6%), Vaihingen (+3.1%),
+    # and VDD (+2.8%)".
+    quoted = {"LoveDA": 2.6, "Vaihingen": 3.1, "VDD": 2.8}
+    parts, bad = [], []
+    for ds, q in quoted.items():
+        pd_, ps = (TABLE2_DELTA_ROWS[v][cols.index(ds)] for v in _VARIANTS)
+        parts.append(f"{ds}: text +{q:.1f}, Table 2 prints D +{pd_:.1f} / S +{ps:.1f}, minus "
+                     f"SegEarth-OV D {_r1(d[ds] - seg[ds]):+.1f} / S {_r1(s[ds] - seg[ds]):+.1f}")
+        if not _same(q, pd_):
+            bad.append(ds)
+    found.append(_finding(
+        "text:sec4.2-gains", "warning" if bad else "info", ["table2_main"],
+        [f"table2_main[AlignCLIP-D delta, {ds}]" for ds in quoted], "AlignCLIP-D deltas",
+        list(quoted.values()), "Sec. 4.2 quotes gains for 'AlignCLIP' (the 41.3 Avg, i.e. -D); "
+        + "; ".join(parts)
+        + (f"; the text matches -S, not -D, on {', '.join(bad)}" if bad else "")))
+    found.append(_finding(
+        "text:average-gain", "info", ["table2_main"],
+        [_cell("table2_main", "AlignCLIP-D", "Avg"), _cell("table2_main", "SegEarth-OV", "Avg")],
+        2.2, _r1(d["Avg"] - seg["Avg"]), "abstract/Sec. 4.2 '+2.2 on average' and "
+        f"'OpenEarthMap only ... 0.3%': D - SegEarth-OV = {_r1(d['Avg'] - seg['Avg']):+.1f} Avg, "
+        f"{_r1(d['OpenEarthMap'] - seg['OpenEarthMap']):+.1f} OpenEarthMap (holds; -S gives "
+        f"{_r1(s['Avg'] - seg['Avg']):+.1f} Avg)"))
+    # Sec. 4.2: "AlignCLIP achieves the overall best performance across all eight ... benchmarks".
+    others = {m: v for m, v in t2.items() if not m.startswith("AlignCLIP")}
+    losses, notes = [], []
+    for ds in cols:
+        best_m = max(others, key=lambda m, c=ds: others[m][c])
+        if best_m != "SegEarth-OV":
+            notes.append(f"{ds}: best other method is {best_m} ({others[best_m][ds]:.1f}, the "
+                         f"underlined cell), not SegEarth-OV ({seg[ds]:.1f})")
+        losses += [f"{v} {ds}" for v, r in (("D", d), ("S", s)) if r[ds] <= others[best_m][ds]]
+    found.append(_finding(
+        "text:best-on-all-eight", "warning" if losses else "info", ["table2_main"],
+        [_cell("table2_main", "CASS", "Vaihingen"), _cell("table2_main", "Trident", "VDD")],
+        "both variants above every other method", losses or "holds",
+        ("does not hold for " + ", ".join(losses) + "; " if losses
+         else "holds for both variants on all eight datasets and Avg; ") + "; ".join(notes)
+        + "; underlines mark the best other method, not the second-best cell"))
+    # Sec. 4.3 component ablation: "SGA module alone yields a 1.0% improvement", "CCE ... 0.3%".
+    for name, q in (("SGA", 1.0), ("CCE", 0.3)):
+        got = _r1(t3[name]["Avg"] - t3["SegEarth-OV"]["Avg"])
+        drops = [ds for ds in RS_DATASETS if t3[name][ds] < t3["SegEarth-OV"][ds]]
+        found.append(_finding(
+            f"text:{name.lower()}-alone", "info" if _same(got, q) else "error",
+            ["table3_component_ablation"], [_cell("table3_component_ablation", name, "Avg")],
+            q, got, f"Sec. 4.3 says {name} alone adds {q:.1f}: Table 3 Avg gap is {got:+.1f}"
+            + (f"; below the baseline on {', '.join(drops)}" if drops else "")))
+    found += _check_sweep_claims()
+    found += _check_appendix_claims()
+    return found
+
+
+def _check_sweep_claims() -> list[dict]:
+    t4a = {k: dict(zip(TABLE4_DATASETS, v, strict=True)) for k, v in
+           TABLE4_SENSITIVITY[("table7_alpha_sensitivity", "alpha")].items()}
+    t4b = {k: dict(zip(TABLE4_DATASETS, v, strict=True)) for k, v in
+           TABLE4_SENSITIVITY[("table8_beta_sensitivity", "beta")].items()}
+    found = []
+    # "the performance generally rises initially and then declines (e.g. alpha = 0.3 on PD)".
+    peaks = {ds: [_fmt(k) for k in t4a if _same(t4a[k][ds], max(r[ds] for r in t4a.values()))]
+             for ds in TABLE4_DATASETS}
+    no_rise = [ds for ds in TABLE4_DATASETS if peaks[ds][0] == _fmt(min(t4a))]
+    found.append(_finding(
+        "text:alpha-rise-then-decline", "info", ["table4 (Sec. 4.3)"], [], "interior peak",
+        {k: v for k, v in peaks.items()}, "Table 4a peaks: " + "; ".join(
+            f"{k} at alpha={', '.join(v)}" for k, v in peaks.items())
+        + (f"; no initial rise on {', '.join(no_rise)} (the text says 'generally')"
+           if no_rise else "")))
+    best_b = {ds: [_fmt(k) for k in t4b if _same(t4b[k][ds], max(r[ds] for r in t4b.values()))]
+              for ds in TABLE4_DATASETS}
+    found.append(_finding(
+        "text:beta-small-vs-large", "info", ["table4 (Sec. 4.3)"], [],
+        "OEM, PD best at 0.1; UAV, VDD at 0.3/0.4", best_b,
+        "Table 4b best beta: " + "; ".join(f"{k} {', '.join(v)}" for k, v in best_b.items())))
+    # "K_c = 3 achieves the best performance across all datasets ... a drop of no more than 0.5%".
+    t9 = "table9_clusters_sensitivity"
+    ties, rises, drops = [], [], {}
+    for variant in _VARIANTS:
+        sweep = _sweep(t9, variant)
+        ks = sorted(sweep)
+        for ds in RS_DATASETS:
+            top = max(v[ds] for v in sweep.values())
+            if not _same(sweep[3.0][ds], top):
+                rises.append(f"{variant} {ds}")
+            ties += [f"{variant} {ds} K_c={_fmt(k)}" for k in ks[1:] if _same(sweep[k][ds], top)]
+            rises += [f"{variant} {ds} K_c={_fmt(b)}" for a, b in zip(ks, ks[1:], strict=False)
+                      if sweep[b][ds] > sweep[a][ds] + _EPS]
+            drops[f"{variant} {ds}"] = max(_r1(sweep[3.0][ds] - sweep[k][ds]) for k in ks)
+    found.append(_finding(
+        "text:kc-best-all-datasets", "warning" if rises else "info", [t9], [],
+        "K_c=3 best, values non-increasing in K_c", rises or "holds",
+        f"K_c=3 is a maximum on every dataset for both variants and values never rise with K_c; "
+        f"tied (not strictly best) at {'; '.join(ties)}" if not rises else
+        f"not best or rising at {'; '.join(rises)}"))
+    worst = max(drops.values())
+    found.append(_finding(
+        "text:kc-drop-at-most-0.5", "info" if worst <= 0.5 + _EPS else "warning", [t9], [],
+        0.5, worst, f"largest drop from K_c=3 in Table 9 is {worst:.1f} ("
+        + ", ".join(k for k, v in drops.items() if _same(v, worst)) + ")"))
+    found.append(_finding(
+        "text:topn-prototypes-fig4", "info", [], ["Figure 4"], None, None,
+        "cannot be checked: 'increasing the number of patch features leads to a consistent "
+        "performance decline across all eight datasets' rests on Fig. 4, which prints no numbers"))
+    return found
+
+
+def _check_appendix_claims() -> list[dict]:
+    t10, t11 = _rows("table10_sga_plugin"), load_table("table11_compute").set_index("method")
+    t12, t13 = load_table("table12_natural_images").set_index("method"), _rows("table13_densecrf")
+    nat = [c for c in t12.columns if c != "Avg"]
+    up10 = [f"{m} {ds}" for m in ("ProxyCLIP", "SC-CLIP", "CorrCLIP") for ds in RS_DATASETS
+            if t10[f"{m}+SGA"][ds] <= t10[m][ds]]
+    down12 = [f"{m} {ds}" for m in ("SC-CLIP", "Trident", "CorrCLIP") for ds in nat
+              if t12.loc[f"{m}+SGA", ds] >= t12.loc[m, ds]]
+    crf, ours = t13["AlignCLIP-D+denseCRF"], t13["AlignCLIP-D"]
+    up13 = [ds for ds in RS_DATASETS if crf[ds] <= ours[ds]]
+    seg, sga = t11.loc["SegEarth-OV"], t11.loc["DINO +SGA"]
+    g_sga = _r1(sga["miou_avg"] - seg["miou_avg"])
+    g_d = _r1(t11.loc["AlignCLIP-D", "miou_avg"] - seg["miou_avg"])
+    g_s = _r1(t11.loc["AlignCLIP-S", "miou_avg"] - seg["miou_avg"])
+    return [
+        _finding("text:a5-sga-plugin-improves", "warning" if up10 else "info",
+                 ["table10_sga_plugin"], [], "+SGA above its method on every dataset",
+                 up10 or "holds", "A.5: +SGA " + (f"does not improve {', '.join(up10)}" if up10
+                                                   else "improves all 24 method/dataset cells")),
+        _finding("text:a6-compute", "info" if _same(g_d, 2.2) and _same(g_sga, 1.0) else "warning",
+                 ["table11_compute"],
+                 [_cell("table11_compute", m, "miou_avg") for m in
+                  ("SegEarth-OV", "DINO +SGA", "AlignCLIP-D", "AlignCLIP-S")], [1.0, 2.2],
+                 [g_sga, g_d], f"A.6 '1% improvement' (SGA): {g_sga:+.1f} at "
+                 f"{sga['time_ms_per_image']:g} ms / {sga['memory_mb']:g} MB (SegEarth-OV "
+                 f"{seg['time_ms_per_image']:g} ms / {seg['memory_mb']:g} MB); "
+                 f"'2.2% gain' (SGA+CCE): D {g_d:+.1f}, S {g_s:+.1f}"),
+        _finding("text:a7-natural-degradation", "warning" if down12 else "info",
+                 ["table12_natural_images"], [], "+SGA below its method everywhere",
+                 down12 or "holds", "A.7 'consistent performance degradation': " + (
+                     f"not on {', '.join(down12)}" if down12 else "all 15 cells decrease")),
+        _finding("text:a8-densecrf", "info" if not up13 else "warning", ["table13_densecrf"],
+                 [], "gain on every dataset", up13 or "holds",
+                 "A.8 'all datasets exhibit consistent performance gains': " + (
+                     f"not on {', '.join(up13)}" if up13 else "all eight increase")),
+        _finding("table1:pair-counts", "info", ["table1_intra_class_similarity"],
+                 ["table1_intra_class_similarity[*, pairs]"], None, [331998, 342799],
+                 "cannot be checked: the paper does not say which images, classes or features "
+                 "the pairs come from; the direction claimed (remote sensing 0.89 +- 0.05 above "
+                 "natural 0.67 +- 0.10) matches the table; neither count is n(n-1)/2, so neither "
+                 "is all pairs of one pool of features"),
+    ]
+
+
+# --- Entry points ------------------------------------------------------------------------------
+
+def run_audit() -> list[dict]:
+    """Check the paper's tables and text claims for internal consistency.
+
+    Returns:
+        Findings in a fixed order, each ``{"id", "severity", "tables", "cells", "expected",
+        "found", "message"}`` with ``severity`` in ``"error" | "warning" | "info"`` and cells
+        named like ``"table2_main[AlignCLIP-D, Avg]"``.
+    """
+    return (_check_averages() + _check_deltas() + _check_same_config()
+            + _check_sensitivity_vs_table2() + _check_best_of_sweep() + _check_text())
+
+
+def write_audit(path: str | os.PathLike) -> list[dict]:
+    """Run the audit and write ``{"kind": "paper-audit", "n_findings", "findings"}`` as JSON.
+
+    The file is written to a temporary file beside ``path`` and moved into place, so a reader
+    never sees a half-written file.
+
+    Args:
+        path: Output JSON path; parent folders are created.
+
+    Returns:
+        The findings written.
+    """
+    findings = run_audit()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    doc = {"kind": "paper-audit", "n_findings": len(findings), "findings": findings}
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(doc, fh, indent=2, ensure_ascii=False)
+            fh.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make the result readable like any output
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return findings
