@@ -18,9 +18,8 @@ Conversions done by :func:`read_image` (each one is recorded in ``meta["notes"]`
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +28,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from alignclip.errors import AlignCLIPError, InputError
+
+from .fileio import atomic_write
 
 __all__ = ["colorize", "default_palette", "read_image", "read_label", "resize_long_side",
            "stretch_to_uint8", "write_mask", "write_overlay"]
@@ -279,20 +280,6 @@ def read_label(path: PathLike) -> np.ndarray:
     return _label_dtype(np.ascontiguousarray(arr[..., 0]), path)
 
 
-def _atomic_write(path: PathLike, write: Callable[[Path], None], overwrite: bool) -> None:
-    """Calls ``write(tmp)`` on a temp file beside ``path``, then renames it onto ``path``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise InputError(f"{path} exists; pass --force (overwrite=True) to replace it")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_mask(
     path: PathLike, mask: np.ndarray, meta: dict | None = None, overwrite: bool = False
 ) -> None:
@@ -351,7 +338,7 @@ def write_mask(
         if not np.array_equal(np.unique(back), np.unique(mask)) or not np.array_equal(back, mask):
             raise AlignCLIPError(f"mask written to {tmp} reads back differently; file not saved")
 
-    _atomic_write(path, write, overwrite)
+    atomic_write(path, write, overwrite)
 
 
 def default_palette(n_colors: int = 256) -> np.ndarray:
@@ -449,7 +436,7 @@ def write_overlay(
                        outline="black")
         draw.text((x + size + pad, y), str(class_names[c]), fill="black", font=font)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
-    _atomic_write(path, lambda tmp: canvas.save(tmp, format=fmt), overwrite)
+    atomic_write(path, lambda tmp: canvas.save(tmp, format=fmt), overwrite)
 
 
 def resize_long_side(image: np.ndarray, long_side: int = 448) -> np.ndarray:

@@ -1,0 +1,243 @@
+"""Readers for converted datasets (mmsegmentation's on-disk layout, as SegEarth-OV uses it).
+
+``open_dataset(name, root)`` pairs every image with its label following the manifest's layout
+(``img_dir/<split>`` + ``ann_dir/<split>`` for the remote-sensing sets; the released layouts of
+Cityscapes, ADE20K, COCO-Stuff and PASCAL), and returns a sequence of :class:`Sample`. Image
+formats are detected from content (some converters write BMP bytes under ``.png`` names); palette
+PNG labels give their indices; ``reduce_zero_label`` is applied when the manifest says so.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from alignclip.data.manifest import DatasetManifest, load_manifest
+from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
+from alignclip.imageio import read_image, read_label
+from alignclip.metrics import reduce_zero_label
+
+__all__ = ["Dataset", "Sample", "SegmentationDataset", "not_found_error", "open_dataset",
+           "scan_pairs"]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One evaluation image with its ground truth.
+
+    Attributes:
+        image_id: path of the image relative to the image folder, without the image suffix
+            (e.g. ``"2_13_0_0_512_512"`` or ``"frankfurt/frankfurt_000000_000294"``).
+        image: [H, W, 3] uint8 RGB.
+        label: [H, W] uint8 evaluation ids 0..K-1, 255 = ignore (reduce_zero_label applied).
+        image_path: the image file.
+        label_path: the label file.
+    """
+
+    image_id: str
+    image: np.ndarray
+    label: np.ndarray
+    image_path: Path
+    label_path: Path
+
+
+def not_found_error(manifest: DatasetManifest, root: Path, looked: Path,
+                    split: str) -> DatasetNotFoundError:
+    """Builds the one-line 'dataset missing' error: what, where, expected layout, the fix."""
+    if manifest.conversion.converter is not None:
+        fix = f"create it with `alignclip data prepare {manifest.name} --raw DIR --out {root}`"
+    else:
+        fix = (f"download and convert it as listed under how_to_obtain in {manifest.path} "
+               f"(`alignclip data prepare {manifest.name}` has no converter for it)")
+    return DatasetNotFoundError(
+        f"{manifest.display_name} ({manifest.name}, split {split!r}) not found: {looked} does "
+        f"not exist; expected layout under {root}: {manifest.layout.describe(split)} (from "
+        f"{manifest.path}); {fix}"
+    )
+
+
+def _list_images(folder: Path, suffix: str, recursive: bool, skip_suffix: str) -> list[str]:
+    """Relative posix paths of the images in ``folder`` (suffix matched case-insensitively)."""
+    low, skip_low = suffix.lower(), skip_suffix.lower()
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        if not recursive:
+            dirnames[:] = []
+        for fname in filenames:
+            name_low = fname.lower()
+            if fname.startswith(".") or not name_low.endswith(low):
+                continue
+            if skip_low != low and name_low.endswith(skip_low):
+                continue  # a label stored beside the images (iSAID's raw layout)
+            found.append((Path(dirpath) / fname).relative_to(folder).as_posix())
+    return sorted(found)
+
+
+def scan_pairs(manifest: DatasetManifest, root: Path | str,
+               split: str | None = None) -> list[tuple[str, Path, Path]]:
+    """Lists ``(image_id, image_path, label_path)`` of a split, sorted by image path.
+
+    Raises:
+        DatasetNotFoundError: the root, image folder, label folder or split list is missing, or
+            the image folder holds no image with the expected suffix.
+        DatasetError: images without a label file (the message names them).
+    """
+    root = Path(root)
+    split = manifest.split if split is None else split
+    lay = manifest.layout
+    img_folder, ann_folder = lay.image_folder(root, split), lay.label_folder(root, split)
+    for folder in (root, img_folder, ann_folder):
+        if not folder.is_dir():
+            raise not_found_error(manifest, root, folder, split)
+    split_path = lay.split_path(root, split)
+    if split_path is not None:
+        if not split_path.is_file():
+            raise not_found_error(manifest, root, split_path, split)
+        stems = [s.strip() for s in split_path.read_text().splitlines() if s.strip()]
+        rels = [stem + lay.img_suffix for stem in stems]
+        missing_imgs = [r for r in rels if not (img_folder / r).is_file()]
+        if missing_imgs:
+            raise DatasetError(
+                f"{len(missing_imgs)} image(s) listed in {split_path} are missing from "
+                f"{img_folder}, e.g. {img_folder / missing_imgs[0]}; re-download the images or "
+                "fix the split list"
+            )
+    else:
+        rels = _list_images(img_folder, lay.img_suffix, lay.recursive, lay.seg_suffix)
+    if not rels:
+        raise not_found_error(manifest, root, img_folder / f"*{lay.img_suffix}", split)
+    pairs, missing = [], []
+    for rel in rels:
+        image_id = rel[: len(rel) - len(lay.img_suffix)]
+        label_path = ann_folder / (image_id + lay.seg_suffix)
+        if not label_path.is_file():
+            missing.append((img_folder / rel, label_path))
+        pairs.append((image_id, img_folder / rel, label_path))
+    if missing:
+        image, label = missing[0]
+        raise DatasetError(
+            f"{len(missing)} image(s) have no label: {image} has no {label}; re-run "
+            f"`alignclip data prepare {manifest.name} --raw DIR --out {root} --force` or remove "
+            "the unlabelled images"
+        )
+    return pairs
+
+
+class SegmentationDataset(Sequence):
+    """A converted evaluation split: a sequence of :class:`Sample` (read lazily, in order).
+
+    Attributes:
+        manifest: the dataset's manifest.
+        root: dataset root folder.
+        split: split name (the manifest's by default).
+    """
+
+    def __init__(self, manifest: DatasetManifest, root: Path | str, split: str | None = None):
+        self.manifest = manifest
+        self.root = Path(root)
+        self.split = manifest.split if split is None else split
+        self._pairs = scan_pairs(manifest, self.root, self.split)
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def __getitem__(self, index: int) -> Sample:  # type: ignore[override]
+        image_id, image_path, label_path = self._pairs[self._index(index)]
+        image = self._read(read_image, image_path)[0]
+        label = self._decode(self._read(read_label, label_path), label_path)
+        if label.shape != image.shape[:2]:
+            raise DatasetError(
+                f"{label_path} is {label.shape[1]}x{label.shape[0]} but its image {image_path} "
+                f"is {image.shape[1]}x{image.shape[0]} (W x H); re-run `alignclip data prepare "
+                f"{self.manifest.name} ... --force` (labels must never be resized)"
+            )
+        return Sample(image_id, image, label, image_path, label_path)
+
+    def __iter__(self) -> Iterator[Sample]:
+        for i in range(len(self)):
+            yield self[i]
+
+    def __repr__(self) -> str:
+        return (f"SegmentationDataset({self.manifest.name!r}, root={str(self.root)!r}, "
+                f"split={self.split!r}, {len(self)} images)")
+
+    @property
+    def image_ids(self) -> list[str]:
+        """Image ids in dataset order."""
+        return [p[0] for p in self._pairs]
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """Class synonym strings, one per evaluation id."""
+        return self.manifest.classes
+
+    @property
+    def num_classes(self) -> int:
+        """Number of evaluation classes K."""
+        return self.manifest.num_classes
+
+    def paths(self, index: int) -> tuple[Path, Path]:
+        """``(image_path, label_path)`` of sample ``index`` without reading them."""
+        _, image_path, label_path = self._pairs[self._index(index)]
+        return image_path, label_path
+
+    def raw_label(self, index: int) -> np.ndarray:
+        """Label of sample ``index`` exactly as stored: [H, W] uint8 (uint16 if stored so)."""
+        return self._read(read_label, self._pairs[self._index(index)][2])
+
+    def label(self, index: int) -> np.ndarray:
+        """Evaluation label [H, W] uint8 of sample ``index`` (no image read)."""
+        label_path = self._pairs[self._index(index)][2]
+        return self._decode(self._read(read_label, label_path), label_path)
+
+    def _index(self, index: int) -> int:
+        if not isinstance(index, (int, np.integer)):
+            raise TypeError(f"dataset indices must be integers, got {type(index).__name__}")
+        n = len(self._pairs)
+        if not -n <= index < n:
+            raise IndexError(f"index {index} out of range for {n} images")
+        return int(index) % n
+
+    def _read(self, reader, path: Path):
+        try:
+            return reader(path)
+        except InputError as err:
+            raise DatasetError(
+                f"cannot read {path} ({err}); check it with `alignclip data verify "
+                f"{self.manifest.name} --root {self.root}` and re-run prepare with --force"
+            ) from err
+
+    def _decode(self, label: np.ndarray, path: Path) -> np.ndarray:
+        if label.size and int(label.max()) > 255:
+            raise DatasetError(f"{path} holds values up to {int(label.max())}; labels must be "
+                               "uint8 ids (0-255): re-run the dataset's converter")
+        label = label.astype(np.uint8, copy=False)
+        return reduce_zero_label(label) if self.manifest.reduce_zero_label else label
+
+
+#: Short alias used in signatures and docs.
+Dataset = SegmentationDataset
+
+
+def open_dataset(name: str, root: Path | str, split: str | None = None) -> SegmentationDataset:
+    """Opens a converted dataset split.
+
+    Args:
+        name: dataset name (see :func:`alignclip.data.list_datasets`), e.g. ``"potsdam"``.
+        root: dataset root, e.g. ``data/potsdam`` (holding ``img_dir/`` and ``ann_dir/``).
+        split: split name; defaults to the one the paper evaluated (manifest ``split``).
+
+    Returns:
+        A sequence of :class:`Sample` with images [H, W, 3] uint8 RGB and labels [H, W] uint8.
+
+    Raises:
+        ConfigError: unknown dataset name.
+        DatasetNotFoundError: root or split folder missing (the message says how to create it).
+        DatasetError: an image without label, or unreadable/mismatched files when read.
+    """
+    return SegmentationDataset(load_manifest(name), root, split)
