@@ -1,0 +1,269 @@
+"""The segmentor: SegEarth-OV's sliding-window pipeline with AlignCLIP's SGA and CCE (paper Sec. 3, Fig. 2).
+
+Per image: resize (long side 448, OpenCV bilinear as the baseline) → CLIP normalisation → all windows gathered into
+batches of ``window_batch`` → per batch: CLIP dense features (modified last block) → text embeddings aligned by SGA
+(Eq. 5-8) → upsampled logits S_up (Eq. 13) → CCE-refined patch logits fused with S_up (Eq. 9-14) → CLS bias term →
+count-averaged logits → bilinear resize to the input size (in row strips) → softmax, synonyms, threshold, argmax.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .backbone import ClipBundle, create_clip, dense_features
+from .cce import cosine_affinity, fuse_logits, propagate_within_clusters
+from .config import SegmentorConfig
+from .errors import ConfigError, InputError
+from .imageio import resize_long_side
+from .kmeans import kmeans
+from .postprocess import class_probabilities, predict_labels
+from .resize import bilinear_rows
+from .sga import self_guided_alignment
+from .templates import get_templates
+from .text import ClassQueries, build_text_embeddings, parse_classes
+from .upsampler import build_upsampler
+from .vfm import create_vfm
+from .windows import (
+    accumulate_windows,
+    extract_windows,
+    pad_to_multiple,
+    window_boxes,
+    window_counts,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    return dev
+
+
+def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype (None = plain fp32)."""
+    if precision == "auto":
+        return torch.float16 if device.type == "cuda" else None
+    return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+
+
+@dataclass
+class Prediction:
+    """Output of :meth:`Segmentor.predict`."""
+
+    labels: np.ndarray  # [H0, W0] class indices at the input's size
+    logits: torch.Tensor  # [Q, H, W] count-averaged query logits at the processing size (after resize)
+
+
+class Segmentor:
+    """Open-vocabulary segmentor for one set of class names.
+
+    Args:
+        config: the pipeline settings (see :func:`alignclip.config.build_config`).
+        class_names: one entry per class; synonyms separated by commas (``"tree,forest"``).
+        clip: an already loaded backbone to reuse (its name must match ``config.backbone``).
+    """
+
+    def __init__(self, config: SegmentorConfig, class_names: Sequence[str], clip: ClipBundle | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        self.autocast_dtype = resolve_dtype(config.precision, self.device)
+        self.classes: ClassQueries = parse_classes(class_names)
+        if not 0 <= config.bg_idx < self.classes.num_classes:
+            raise ConfigError(f"bg_idx={config.bg_idx} is not a class index for {self.classes.num_classes} classes; "
+                              f"set bg_idx between 0 and {self.classes.num_classes - 1}")
+        self.clip = clip or create_clip(config.backbone, config.pretrained, self.device)
+        self.templates = get_templates(config.templates)
+        self.text_embeds = build_text_embeddings(self.clip.model, self.clip.tokenizer, self.classes.queries,
+                                                 self.templates, self.device)  # [Q, D]
+        self.query_to_class = torch.tensor(self.classes.query_to_class, device=self.device)
+        if config.upsampler != "none" and config.upsampler_ckpt is None:
+            raise ConfigError(f"upsampler {config.upsampler} needs a checkpoint: pass --upsampler-ckpt PATH "
+                              f"(xclip_jbu_one_million_aid.ckpt from the SegEarth-OV repository) or "
+                              f"--upsampler-ckpt none for random weights (pipeline check)")
+        ckpt = None if config.upsampler_ckpt in (None, "none") else config.upsampler_ckpt
+        self.upsampler = build_upsampler(config.upsampler, feat_dim=self.clip.embed_dim, checkpoint=ckpt)
+        if self.upsampler is not None:
+            self.upsampler = self.upsampler.to(self.device).eval()
+        self.vfm = create_vfm(config.vfm, config.vfm_pretrained, self.device) if config.cce else None
+        mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
+        std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
+        self._mean, self._std = mean, std
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def is_random(self) -> bool:
+        """True when any model in the pipeline has random weights (results are pipeline checks)."""
+        c = self.config
+        random_up = c.upsampler != "none" and c.upsampler_ckpt in (None, "none")
+        random_vfm = c.cce and (c.vfm_pretrained == "none" or c.vfm.startswith("tiny"))
+        return self.clip.is_random or random_up or random_vfm
+
+    def weights_identity(self) -> dict[str, str]:
+        """What weights every model uses (for provenance)."""
+        c = self.config
+        up = "none" if c.upsampler == "none" else (c.upsampler_ckpt if c.upsampler_ckpt not in (None, "none")
+                                                    else "random")
+        vfm = "none" if not c.cce else ("random" if c.vfm_pretrained == "none" or c.vfm.startswith("tiny")
+                                        else f"{c.vfm}:{c.vfm_pretrained}")
+        return {"clip": self.clip.weights_id, "upsampler": up, "vfm": vfm}
+
+    # ------------------------------------------------------------------ pipeline
+    def _autocast(self):
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        """``[H0, W0, 3]`` uint8 RGB → ``[3, H, W]`` float, resized (long side) and CLIP-normalised."""
+        if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            shape = getattr(image, "shape", None)
+            raise InputError(f"expected an RGB uint8 array [H, W, 3], got {type(image).__name__} {shape}; read images "
+                             f"with alignclip.imageio.read_image")
+        if self.config.long_side is not None:
+            image = resize_long_side(image, self.config.long_side)
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
+        return (x - self._mean) / self._std
+
+    def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``)."""
+        c = self.config
+        left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
+        x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
+        with self._autocast():
+            patch, cls = dense_features(self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std)
+        return x, patch.float(), cls.float()
+
+    def _upsample(self, patch: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+        if self.upsampler is None:
+            return None
+        with self._autocast():
+            up = self.upsampler(patch, x)
+        up = up.float()
+        if up.shape[-2:] != x.shape[-2:]:
+            up = F.interpolate(up, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return up
+
+    def _aligned_text(self, patch: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+        """SGA per window: ``[B, Q, D]`` (Eq. 5-7), or T expanded when SGA is off."""
+        c = self.config
+        t = self.text_embeds
+        if not c.sga:
+            return t.expand(patch.shape[0], -1, -1)
+        src = up if c.sga_source == "upsampled" else patch
+        if src is None:
+            raise ConfigError("sga_source='upsampled' needs an upsampler; set upsampler or sga_source='patch'")
+        return self_guided_alignment(src.flatten(2).transpose(1, 2), t, c.alpha, c.top_n)
+
+    def _cce(self, x: torch.Tensor, patch_logits: torch.Tensor) -> torch.Tensor:
+        """CCE-refined logits Ŝ ``[B, Q, hv, wv]`` from patch logits S' ``[B, Q, h, w]`` (Eq. 9-12)."""
+        c = self.config
+        vfm = self.vfm
+        size = None if c.grid_align == "vfm" else patch_logits.shape[-1] * vfm.patch_size
+        with self._autocast():
+            feats, attn = vfm(vfm.prepare(x, self.clip.mean, self.clip.std, size))
+        feats, attn = feats.float(), attn.float()
+        b, hv, wv, _ = feats.shape
+        flat = F.normalize(feats.reshape(b, hv * wv, -1), dim=-1)
+        n = hv * wv
+        if c.n_clusters > n:
+            raise ConfigError(f"K_c={c.n_clusters} exceeds the number of VFM patches N={n} per window; choose "
+                              f"n_clusters <= {n}")
+        ids, _ = kmeans(flat, c.n_clusters, n_iter=c.kmeans_iters, n_init=c.kmeans_init, seed=c.seed)  # Eq. 9
+        affinity = attn if c.affinity == "attention" else cosine_affinity(flat)
+        s = patch_logits
+        if s.shape[-2:] != (hv, wv):
+            s = F.interpolate(s, size=(hv, wv), mode="bilinear", align_corners=False)
+        refined = propagate_within_clusters(affinity, ids, s.flatten(2).transpose(1, 2))  # Eq. 10-12
+        return refined.transpose(1, 2).reshape(b, -1, hv, wv)
+
+    def window_logits(self, crops: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits ``[B, Q, h, w]`` of a batch of CLIP-normalised windows ``[B, 3, h, w]``.
+
+        Args:
+            text: ``[B, Q, D]`` or ``[Q, D]`` text embeddings to use instead of per-window SGA.
+        """
+        c = self.config
+        h, w = crops.shape[-2:]
+        x, patch, cls = self._encode(crops)
+        up = self._upsample(patch, x)
+        t = self._aligned_text(patch, up) if text is None else text.expand(patch.shape[0], -1, -1)
+        p = F.normalize(patch, dim=1)
+        patch_logits = torch.einsum("bdhw,bqd->bqhw", p, t)  # S' (Eq. 8)
+        if up is not None:
+            logits = torch.einsum("bdhw,bqd->bqhw", F.normalize(up, dim=1), t)  # S_up (Eq. 13)
+        else:
+            logits = F.interpolate(patch_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if c.cce:
+            logits = fuse_logits(self._cce(x, patch_logits), logits, c.beta)  # Eq. 14
+        if c.cls_token_lambda:
+            t_cls = t if c.sga_cls_term else self.text_embeds.expand_as(t)
+            cls_logits = torch.einsum("bd,bqd->bq", F.normalize(cls, dim=-1), t_cls)
+            logits = logits + c.cls_token_lambda * cls_logits[:, :, None, None]
+        top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
+        return logits[:, :, top:top + h, left:left + w]
+
+    def _image_text(self, img: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
+        """SGA over the whole image (``sga_scope='image'``): one ``[Q, D]`` for all windows."""
+        c = self.config
+        best_sim, best_feat = None, None
+        for i in range(0, len(boxes), c.window_batch):
+            x, patch, _ = self._encode(extract_windows(img, boxes[i:i + c.window_batch]))
+            src = self._upsample(patch, x) if c.sga_source == "upsampled" else patch
+            f = F.normalize(src.flatten(2).transpose(1, 2), dim=-1).reshape(-1, src.shape[1])  # [B*N, D]
+            sim = self.text_embeds @ f.T  # [Q, B*N]
+            top = sim.topk(min(c.top_n, sim.shape[1]), dim=1)
+            cand_sim, cand_feat = top.values, f[top.indices]  # [Q, n], [Q, n, D]
+            if best_sim is not None:
+                cand_sim, cand_feat = torch.cat([best_sim, cand_sim], 1), torch.cat([best_feat, cand_feat], 1)
+            keep = cand_sim.topk(min(c.top_n, cand_sim.shape[1]), dim=1).indices
+            best_sim = cand_sim.gather(1, keep)
+            best_feat = cand_feat.gather(1, keep[..., None].expand(-1, -1, cand_feat.shape[-1]))
+        # the candidates are the global top-n patches; SGA over them selects exactly those
+        return torch.stack([self_guided_alignment(best_feat[q], self.text_embeds[q:q + 1], c.alpha, c.top_n)[0]
+                            for q in range(best_feat.shape[0])])
+
+    @torch.inference_mode()
+    def image_logits(self, img: torch.Tensor) -> torch.Tensor:
+        """Count-averaged query logits ``[Q, H, W]`` of a preprocessed image ``[3, H, W]``."""
+        c = self.config
+        _, height, width = img.shape
+        boxes = window_boxes(height, width, c.crop, c.stride)
+        text = self._image_text(img, boxes) if (c.sga and c.sga_scope == "image") else None
+        out = torch.zeros(len(self.classes.queries), height, width, device=self.device)
+        for i in range(0, len(boxes), c.window_batch):  # bounded batches of windows, not a loop over windows
+            chunk = boxes[i:i + c.window_batch]
+            accumulate_windows(out, self.window_logits(extract_windows(img, chunk), text), chunk)
+        return out / window_counts(height, width, boxes, self.device)
+
+    @torch.inference_mode()
+    def predict(self, image: np.ndarray, strip_rows: int = 512) -> Prediction:
+        """Segment an RGB uint8 image ``[H0, W0, 3]``: labels at the input size and the logits.
+
+        The final bilinear resize to the input size, softmax and argmax run in strips of ``strip_rows`` output rows,
+        so memory stays bounded for very large tiles.
+        """
+        c = self.config
+        h0, w0 = image.shape[:2]
+        logits = self.image_logits(self.preprocess(image))
+        labels = np.empty((h0, w0), dtype=np.uint8 if self.classes.num_classes <= 256 else np.int32)
+        for r in range(0, h0, strip_rows):
+            rows = bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))  # [Q, rows, W0]
+            probs = class_probabilities(rows, self.query_to_class, self.classes.num_classes, c.logit_scale)
+            labels[r:r + rows.shape[1]] = predict_labels(probs, c.prob_thd, c.bg_idx).cpu().numpy()
+        return Prediction(labels=labels, logits=logits)
+
+    def segment(self, image: np.ndarray) -> np.ndarray:
+        """Label map ``[H0, W0]`` of an RGB uint8 image."""
+        return self.predict(image).labels

@@ -1,0 +1,455 @@
+"""JBU feature upsamplers: SegEarth-OV's ``jbu_one``, FeatUp's ``jbu_stack`` (featup of Eq. 13).
+
+Four learned joint-bilateral steps double the patch features (14 -> 28 -> 56 -> 112 -> 224 for a
+224 crop); each upsamples bicubically and refines with per-pixel kernels predicted from the guidance
+image. Pure PyTorch: the adaptive convolution runs as batched matmuls over small tiles
+(:func:`adaptive_conv`), on CPU and GPU alike, without FeatUp's custom CUDA op.
+
+Parameter names follow the released checkpoints, so Lightning files from SegEarth-OV
+(``xclip_jbu_one_million_aid.ckpt``) and FeatUp (``clip_jbu_stack_cocostuff.ckpt``) load strictly.
+Features are kept in ``channels_last`` memory; outputs have the documented shape [B, C, H, W] in
+that memory format (``.contiguous()`` gives NCHW memory).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
+
+UPSAMPLER_NAMES = ("jbu_one", "jbu_stack", "none")
+CHECKPOINT_PREFIX = "upsampler."
+_TILE = 8  # output tile side of adaptive_conv (fastest of 4/8/16 on a 2-core AVX-512 CPU)
+_CHUNK_BYTES = 16 * 2**20  # patches + weights of one batch of tiles (16 MiB beat 64 and 256)
+_MISSING_FIX = (
+    "download xclip_jbu_one_million_aid.ckpt from the SegEarth-OV GitHub repository "
+    "(simfeatup_dev/weights) and pass --upsampler-ckpt PATH, or --upsampler-ckpt none for "
+    "random weights"
+)
+
+
+@functools.lru_cache(maxsize=16)
+def _tile_scatter_index(tile: int, diameter: int) -> Tensor:
+    """Flat positions of the taps in a dense per-tile weight matrix ``[T*T, P*P]``, P = T + d - 1.
+
+    Entry ``(ty, tx, i, j)`` (row-major, ``T*T*d*d`` entries) points at output pixel ``(ty, tx)``
+    and input patch pixel ``(ty + i, tx + j)``.
+    """
+    side = tile + diameter - 1
+    t, d = torch.arange(tile), torch.arange(diameter)
+    ty, tx = t.view(-1, 1, 1, 1), t.view(1, -1, 1, 1)
+    i, j = d.view(1, 1, -1, 1), d.view(1, 1, 1, -1)
+    return ((ty * tile + tx) * side * side + (ty + i) * side + (tx + j)).reshape(-1)
+
+
+def _tile_chunks(rows: int, cols: int, max_tiles: int) -> Iterator[tuple[int, int, int, int]]:
+    """Split a ``rows x cols`` grid of tiles into rectangles of at most ``max_tiles`` tiles."""
+    if cols <= max_tiles:
+        step = max(1, max_tiles // cols)
+        for r0 in range(0, rows, step):
+            yield r0, min(rows, r0 + step), 0, cols
+        return
+    for r0 in range(rows):
+        for c0 in range(0, cols, max_tiles):
+            yield r0, r0 + 1, c0, min(cols, c0 + max_tiles)
+
+
+def _check_adaptive_conv_shapes(x: Tensor, kernel: Tensor) -> int:
+    """Validate :func:`adaptive_conv` inputs and return the kernel radius."""
+    diameter = math.isqrt(kernel.shape[1]) if kernel.dim() == 4 else 0
+    if x.dim() != 4 or diameter % 2 == 0 or diameter * diameter != kernel.shape[1]:
+        raise InputError(
+            f"adaptive_conv expects x [B, C, H+2r, W+2r] and kernel [B, (2r+1)**2, H, W] (an odd "
+            f"square of taps), got {tuple(x.shape)} and {tuple(kernel.shape)}; pass 4-D tensors"
+        )
+    radius = diameter // 2
+    b, _, h, w = kernel.shape
+    expected = (b, x.shape[1], h + 2 * radius, w + 2 * radius)
+    if tuple(x.shape) != expected:
+        raise InputError(
+            f"adaptive_conv x has shape {tuple(x.shape)} but kernel {tuple(kernel.shape)} needs "
+            f"{expected}; pad x by the radius {radius} on every side"
+        )
+    return radius
+
+
+def adaptive_conv(
+    x: Tensor, kernel: Tensor, *, tile: int = _TILE, chunk_bytes: int = _CHUNK_BYTES
+) -> Tensor:
+    """Per-pixel adaptive convolution: one kernel per output pixel, shared by all channels.
+
+    ``out[b, c, y, x] = sum_{i,j} x[b, c, y + i, x + j] * kernel[b, i * d + j, y, x]``, d = 2r + 1.
+    The output is cut into ``T x T`` tiles; each tile's taps are scattered into a dense weight
+    matrix ``[T*T, (T+2r)**2]`` that multiplies the tile's input patch ``[(T+2r)**2, C]``, in
+    batched matmuls over chunks of tiles (at most ``chunk_bytes`` of patches and weights at a time).
+    The unfolded ``[B, C, taps, H, W]`` tensor is never built.
+
+    Args:
+        x: Padded input [B, C, H+2r, W+2r] (any memory format; ``channels_last`` is fastest).
+        kernel: Per-pixel kernels [B, (2r+1)**2, H, W], taps in row-major ``(i, j)`` order.
+        tile: Output tile side T; H and W need not be multiples of T (zero padding, then crop).
+        chunk_bytes: Memory budget of one batch of tiles.
+
+    Returns:
+        Filtered features [B, C, H, W] in ``channels_last`` memory format, dtype of ``x``.
+    """
+    radius = _check_adaptive_conv_shapes(x, kernel)
+    batch, channels = x.shape[:2]
+    _, taps, height, width = kernel.shape
+    kernel = kernel.to(x.dtype)
+    rows, cols = -(-height // tile), -(-width // tile)
+    hq, wq = rows * tile, cols * tile
+    if (hq, wq) != (height, width):  # zero-pad to whole tiles; the padding is cropped at the end
+        xq = x.new_zeros(batch, hq + 2 * radius, wq + 2 * radius, channels)
+        xq[:, : x.shape[2], : x.shape[3]] = x.permute(0, 2, 3, 1)
+        kq = kernel.new_zeros(batch, hq, wq, taps)
+        kq[:, :height, :width] = kernel.permute(0, 2, 3, 1)
+        x, kernel = xq.permute(0, 3, 1, 2), kq.permute(0, 3, 1, 2)
+    side = tile + 2 * radius
+    sb, sc, sh, sw = x.stride()
+    patches = x.as_strided(  # [B, rows, cols, P, P, C]: overlapping views, no copy
+        (batch, rows, cols, side, side, channels), (sb, tile * sh, tile * sw, sh, sw, sc)
+    )
+    kb, kt, kh, kw = kernel.stride()
+    ktiles = kernel.as_strided(  # [B, rows, cols, T, T, taps]
+        (batch, rows, cols, tile, tile, taps), (kb, tile * kh, tile * kw, kh, kw, kt)
+    )
+    out = x.new_empty(batch, hq, wq, channels)
+    out_tiles = out.view(batch, rows, tile, cols, tile, channels).permute(0, 1, 3, 2, 4, 5)
+    index = _tile_scatter_index(tile, 2 * radius + 1).to(x.device)
+    per_tile = x.element_size() * side * side * (channels + tile * tile)
+    for b in range(batch):
+        for r0, r1, c0, c1 in _tile_chunks(rows, cols, max(1, chunk_bytes // per_tile)):
+            n = (r1 - r0) * (c1 - c0)
+            block = patches[b, r0:r1, c0:c1]
+            if sc == 1:  # channels_last: each patch row is one contiguous run
+                xp = block.reshape(n, side * side, channels)
+            else:  # NCHW: copy with contiguous patch rows; bmm takes the transposed view
+                xp = block.permute(0, 1, 4, 2, 3).reshape(n, channels, side * side).mT
+            weights = x.new_zeros(n, tile * tile * side * side)
+            weights[:, index] = ktiles[b, r0:r1, c0:c1].reshape(n, tile * tile * taps)
+            res = torch.bmm(weights.view(n, tile * tile, side * side), xp)  # [n, T*T, C]
+            out_tiles[b, r0:r1, c0:c1] = res.view(r1 - r0, c1 - c0, tile, tile, channels)
+    return out[:, :height, :width].permute(0, 3, 1, 2)
+
+
+def _adaptive_conv_reference(x: Tensor, kernel: Tensor) -> Tensor:
+    """Tap-loop reference of :func:`adaptive_conv` (small inputs, tests only): [B, C, H, W]."""
+    diameter = 2 * _check_adaptive_conv_shapes(x, kernel) + 1
+    height, width = kernel.shape[2:]
+    out = x.new_zeros(x.shape[0], x.shape[1], height, width)
+    for t in range(diameter * diameter):
+        i, j = divmod(t, diameter)
+        out.addcmul_(x[:, :, i : i + height, j : j + width], kernel[:, t : t + 1])
+    return out
+
+
+def _neighbour_dot_products(keys: Tensor, radius: int) -> Tensor:
+    """Dot products of each pixel's key [B, K, H, W] with its reflect-padded (2r+1)**2 neighbours.
+
+    Returns:
+        Logits [B, H, W, (2r+1)**2], taps in row-major ``(i, j)`` order.
+    """
+    diameter = 2 * radius + 1
+    batch, _, height, width = keys.shape
+    padded = F.pad(keys, [radius] * 4, mode="reflect")
+    out = keys.new_empty(batch, height, width, diameter * diameter)
+    for t in range(diameter * diameter):
+        i, j = divmod(t, diameter)
+        out[..., t] = (padded[:, :, i : i + height, j : j + width] * keys).sum(1)
+    return out
+
+
+def _pointwise_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
+    """1x1 conv -> GELU -> Dropout2d(0.1) -> 1x1 conv (the weights sit at indices 0 and 3)."""
+    layers = [nn.Conv2d(in_dim, out_dim, 1), nn.GELU(), nn.Dropout2d(0.1)]
+    return nn.Sequential(*layers, nn.Conv2d(out_dim, out_dim, 1))
+
+
+class JBULearnedRange(nn.Module):
+    """One learned joint-bilateral x2 upsampling step (FeatUp's JBU block).
+
+    Args:
+        radius: Kernel radius r (5 for ``jbu_one``: 121 taps; 3 for ``jbu_stack``: 49 taps).
+        key_dim: Channels of the range keys.
+        guidance_dim: Channels of the guidance image.
+    """
+
+    def __init__(self, radius: int, key_dim: int = 32, guidance_dim: int = 3) -> None:
+        super().__init__()
+        self.radius = radius
+        taps = (2 * radius + 1) ** 2
+        self.range_temp = nn.Parameter(torch.tensor(0.0))
+        self.range_proj = _pointwise_mlp(guidance_dim, key_dim)  # keys of the range kernel
+        self.fixup_proj = _pointwise_mlp(taps + guidance_dim, taps)  # correction of the kernel
+        self.sigma_spatial = nn.Parameter(torch.tensor(1.0))
+
+    def spatial_kernel(self) -> Tensor:
+        """Gaussian of the tap offsets on a ``linspace(-1, 1, 2r+1)`` grid: [(2r+1)**2]."""
+        grid = torch.linspace(-1.0, 1.0, 2 * self.radius + 1, device=self.sigma_spatial.device)
+        sq_dist = grid[:, None] ** 2 + grid[None, :] ** 2
+        return torch.exp(-sq_dist / (2 * self.sigma_spatial**2)).reshape(-1)
+
+    def kernel(self, guidance: Tensor) -> Tensor:
+        """Per-pixel kernels [B, H, W, (2r+1)**2] from the guidance [B, 3, H, W] at the target size.
+
+        softmax(range logits * exp(range_temp)) x spatial Gaussian, normalised over the taps, plus
+        0.1 * fixup(kernel, guidance), so the taps need not sum to 1.
+        """
+        logits = _neighbour_dot_products(self.range_proj(guidance), self.radius)
+        temperature = self.range_temp.exp().clamp(1e-4, 1e4)
+        combined = torch.softmax(logits * temperature, dim=-1) * self.spatial_kernel()
+        combined = combined / combined.sum(-1, keepdim=True).clamp(min=1e-7)
+        fixup = self.fixup_proj(torch.cat([combined.permute(0, 3, 1, 2), guidance], dim=1))
+        return combined + 0.1 * fixup.permute(0, 2, 3, 1)
+
+    def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
+        """Upsample ``source`` [B, C, h, w] to the guidance size [B, 3, H, W] -> [B, C, H, W]."""
+        kernel = self.kernel(guidance)
+        size = tuple(guidance.shape[-2:])
+        upsampled = F.interpolate(source, size=size, mode="bicubic", align_corners=False)
+        padded = F.pad(upsampled, [self.radius] * 4, mode="reflect")
+        return adaptive_conv(padded, kernel.permute(0, 3, 1, 2))
+
+
+class _JBUChain(nn.Module):
+    """Four JBU x2 steps then ``x + 0.1 * conv1x1(Dropout2d(0.2)(x))`` (featup of Eq. 13).
+
+    Two exact reorderings speed up eval mode. Given the guidance, the four steps are one linear
+    map ``L`` acting on every channel alike, without bias (bicubic, reflect padding and adaptive
+    convolutions whose kernels depend on the guidance only):
+
+    - ``fold_final_proj``: ``L(x) + 0.1 (W L(x) + b) = L(x + 0.1 W x) + 0.1 b``: the 1x1 conv runs
+      at 14x14, not 224x224. The bias stays outside ``L``: after the 0.1 * fixup term the taps do
+      not sum to 1, so ``L`` does not preserve constants.
+    - ``operator_matmul``: when h*w < C, the h*w one-hot images go through the steps (h*w
+      channels instead of C) and the resulting matrix [16h*16w, h*w] multiplies all C channels.
+    """
+
+    def __init__(self, feat_dim: int, fold_final_proj: bool, operator_matmul: bool) -> None:
+        super().__init__()
+        self.feat_dim = feat_dim
+        self.fold_final_proj = fold_final_proj
+        self.operator_matmul = operator_matmul
+        self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+
+    def steps(self) -> list[JBULearnedRange]:
+        """The four x2 steps in order."""
+        raise NotImplementedError
+
+    def _check_inputs(self, source: Tensor, guidance: Tensor) -> None:
+        name, radius = type(self).__name__, self.steps()[0].radius
+        if source.dim() != 4 or source.shape[1] != self.feat_dim:
+            raise InputError(
+                f"{name} expects source [B, {self.feat_dim}, h, w], got {tuple(source.shape)}; "
+                f"pass patch features with feat_dim={self.feat_dim} channels"
+            )
+        if guidance.dim() != 4 or guidance.shape[1] != 3 or guidance.shape[0] != source.shape[0]:
+            raise InputError(
+                f"{name} expects guidance [{source.shape[0]}, 3, H, W], got "
+                f"{tuple(guidance.shape)}; pass the RGB crop with the source's batch size"
+            )
+        if 2 * min(source.shape[-2:]) <= radius:
+            raise InputError(
+                f"{name} needs source sides > {radius // 2} (reflect padding), got "
+                f"{tuple(source.shape[-2:])}; pass a larger crop"
+            )
+
+    def _run_steps(self, x: Tensor, guidance: Tensor) -> Tensor:
+        """Four x2 steps, each guided by the image average-pooled to its size: x16."""
+        for step in self.steps():
+            x = step(x, F.adaptive_avg_pool2d(guidance, (2 * x.shape[-2], 2 * x.shape[-1])))
+        return x
+
+    def _run_steps_as_matrix(self, x: Tensor, guidance: Tensor) -> Tensor:
+        """Same as :meth:`_run_steps` through the operator matrix (cheaper when h*w < C)."""
+        batch, channels, height, width = x.shape
+        pixels = height * width
+        basis = torch.eye(pixels, dtype=x.dtype, device=x.device).view(1, pixels, height, width)
+        basis = basis.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
+        operator = self._run_steps(basis, guidance)  # [B, h*w, H, W], channels_last
+        out_h, out_w = operator.shape[-2:]
+        operator = operator.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, pixels)
+        out = torch.bmm(operator, x.reshape(batch, channels, pixels).mT)  # [B, H*W, C]
+        return out.view(batch, out_h, out_w, channels).permute(0, 3, 1, 2)
+
+    def forward(
+        self,
+        source: Tensor,
+        guidance: Tensor,
+        fold_final_proj: bool | None = None,
+        operator_matmul: bool | None = None,
+    ) -> Tensor:
+        """Upsample patch features x16 guided by the image.
+
+        Args:
+            source: Patch features [B, C, h, w] (e.g. [B, 512, 14, 14] for a 224 crop).
+            guidance: CLIP-normalised crop [B, 3, 16h, 16w].
+            fold_final_proj: Override the constructor's setting (see the class docstring).
+            operator_matmul: Override the constructor's setting (see the class docstring).
+                Both reorderings are skipped in training mode (Dropout2d must see the output).
+
+        Returns:
+            Upsampled features [B, C, 16h, 16w] (``channels_last`` memory), parameter dtype.
+        """
+        self._check_inputs(source, guidance)
+        fold = self.fold_final_proj if fold_final_proj is None else fold_final_proj
+        as_matrix = self.operator_matmul if operator_matmul is None else operator_matmul
+        conv = self.fixup_proj[1]
+        x = source.to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        guidance = guidance.to(conv.weight.dtype).contiguous(memory_format=torch.channels_last)
+        fold = fold and not self.training
+        if fold:
+            x = x + 0.1 * F.conv2d(x, conv.weight)
+        if as_matrix and not self.training and x.shape[-2] * x.shape[-1] < x.shape[1]:
+            x = self._run_steps_as_matrix(x, guidance)
+        else:
+            x = self._run_steps(x, guidance)
+        if fold:
+            return x + 0.1 * conv.bias.view(1, -1, 1, 1)
+        return x + 0.1 * self.fixup_proj(x)
+
+
+class JBUOne(_JBUChain):
+    """SegEarth-OV's SimFeatUp: one radius-5 JBU step ``up`` applied four times.
+
+    Args:
+        feat_dim: Feature channels C (512 for CLIP ViT-B/16: 293,729 parameters).
+        fold_final_proj: Fold the final 1x1 conv before the steps in eval mode (exact).
+        operator_matmul: Apply the steps as one matrix in eval mode when h*w < C (exact).
+    """
+
+    def __init__(
+        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
+    ) -> None:
+        super().__init__(feat_dim, fold_final_proj, operator_matmul)
+        self.up = JBULearnedRange(radius=5)
+
+    def steps(self) -> list[JBULearnedRange]:
+        """The shared step, four times."""
+        return [self.up] * 4
+
+
+class JBUStack(_JBUChain):
+    """FeatUp's JBU stack: four separate radius-3 JBU steps ``up1..up4``.
+
+    Args:
+        feat_dim: Feature channels C (512 for CLIP ViT-B/16: 287,588 parameters).
+        fold_final_proj: Fold the final 1x1 conv before the steps in eval mode (exact).
+        operator_matmul: Apply the steps as one matrix in eval mode when h*w < C (exact).
+    """
+
+    def __init__(
+        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
+    ) -> None:
+        super().__init__(feat_dim, fold_final_proj, operator_matmul)
+        self.up1, self.up2, self.up3, self.up4 = (JBULearnedRange(radius=3) for _ in range(4))
+
+    def steps(self) -> list[JBULearnedRange]:
+        """The four separate steps."""
+        return [self.up1, self.up2, self.up3, self.up4]
+
+
+def _read_state_dict(path: Path) -> dict[str, object]:
+    """Read a Lightning checkpoint or a plain state dict; return the upsampler's entries."""
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - every unreadable file gets the same message
+        reason = f"{type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+        raise CheckpointError(
+            f"cannot read upsampler checkpoint {path} with torch.load(weights_only=True) "
+            f"({reason}); expected a Lightning .ckpt or a state dict of tensors; re-save the "
+            "tensors with torch.save(state_dict, PATH)"
+        ) from err
+    lightning = isinstance(obj, Mapping) and isinstance(obj.get("state_dict"), Mapping)
+    state = obj["state_dict"] if lightning else obj
+    if not isinstance(state, Mapping):
+        raise CheckpointError(
+            f"upsampler checkpoint {path} holds a {type(obj).__name__}; expected a Lightning "
+            "checkpoint (a dict with 'state_dict') or a state dict; re-save it as one"
+        )
+    if lightning and any(str(k).startswith(CHECKPOINT_PREFIX) for k in state):
+        # a whole Lightning model (e.g. with a backbone or a downsampler): keep the upsampler only
+        state = {k: v for k, v in state.items() if str(k).startswith(CHECKPOINT_PREFIX)}
+    return {str(k).removeprefix(CHECKPOINT_PREFIX): v for k, v in state.items()}
+
+
+def load_upsampler_checkpoint(module: nn.Module, path: str | Path) -> None:
+    """Load released upsampler weights strictly into ``module``.
+
+    Accepts a Lightning checkpoint, ``{'state_dict': {'upsampler.<key>': tensor, ...}, ...}``,
+    whose keys without the ``upsampler.`` prefix (a whole model's backbone, downsampler, ...) are
+    ignored, or a plain state dict, whose ``upsampler.`` prefix is stripped and whose every key must
+    belong to the module. Read with ``weights_only=True`` (no arbitrary pickles).
+
+    Args:
+        module: A :class:`JBUOne` or :class:`JBUStack` (or any module with matching keys).
+        path: Checkpoint file.
+
+    Raises:
+        WeightsNotFoundError: The file does not exist.
+        CheckpointError: The file is unreadable or its keys or shapes do not match the module.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsNotFoundError(f"upsampler checkpoint not found at {path}; {_MISSING_FIX}")
+    state, own, name = _read_state_dict(path), module.state_dict(), type(module).__name__
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    if missing or unexpected:
+
+        def first(keys: list[str]) -> str:
+            return f"'{keys[0]}' (+{len(keys) - 1} more)" if keys else "none"
+
+        raise CheckpointError(
+            f"upsampler checkpoint {path} does not match {name}: missing key {first(missing)}, "
+            f"unexpected key {first(unexpected)}; expected a Lightning .ckpt with state_dict keys "
+            f"'{CHECKPOINT_PREFIX}' + {name} keys (e.g. '{CHECKPOINT_PREFIX}{next(iter(own))}'); "
+            "check that the upsampler name (jbu_one/jbu_stack) matches the file"
+        )
+    for key, value in state.items():
+        if not isinstance(value, Tensor) or value.shape != own[key].shape:
+            got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+            raise CheckpointError(
+                f"upsampler checkpoint {path}: '{key}' has shape {got}, {name} expects "
+                f"{tuple(own[key].shape)}; build the upsampler with the file's feat_dim"
+            )
+    module.load_state_dict(state, strict=True)
+
+
+def build_upsampler(
+    name: str, feat_dim: int = 512, checkpoint: str | Path | None = None
+) -> nn.Module | None:
+    """Build a feature upsampler by name, in eval mode.
+
+    Args:
+        name: ``jbu_one`` (SegEarth-OV), ``jbu_stack`` (FeatUp) or ``none``.
+        feat_dim: Feature channels C of the backbone's patch features.
+        checkpoint: Weights file (see :func:`load_upsampler_checkpoint`); None: random weights.
+
+    Returns:
+        The upsampler, ``forward(source [B, C, h, w], guidance [B, 3, 16h, 16w]) ->
+        [B, C, 16h, 16w]``, or None for ``none``.
+
+    Raises:
+        ConfigError: Unknown name or invalid feat_dim.
+        WeightsNotFoundError: ``checkpoint`` does not exist.
+        CheckpointError: ``checkpoint`` does not match the upsampler.
+    """
+    if name not in UPSAMPLER_NAMES:
+        raise ConfigError(f"unknown upsampler {name!r}; valid names: {', '.join(UPSAMPLER_NAMES)}")
+    if name == "none":
+        return None
+    if not isinstance(feat_dim, int) or feat_dim < 1:
+        raise ConfigError(f"upsampler feat_dim must be a positive int, got {feat_dim!r}; use 512")
+    module: nn.Module = JBUOne(feat_dim) if name == "jbu_one" else JBUStack(feat_dim)
+    if checkpoint is not None:
+        load_upsampler_checkpoint(module, checkpoint)
+    return module.eval()
