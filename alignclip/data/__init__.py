@@ -11,6 +11,7 @@ Typical use::
         sample.label  # [H, W] uint8 ids, 255 = ignore
 """
 
+from alignclip.data.fakes import generate_fake_dataset
 from alignclip.data.manifest import (
     DatasetManifest,
     list_datasets,
@@ -28,6 +29,7 @@ __all__ = [
     "PrepareResult",
     "Sample",
     "SegmentationDataset",
+    "generate_fake_dataset",
     "generate_synthetic_dataset",
     "list_datasets",
     "load_manifest",
