@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +26,7 @@ from .errors import ConfigError, WeightsNotFoundError
 log = logging.getLogger(__name__)
 
 CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
-TINY_SEED = 0
+TINY_SEED = 0  # random weights of any architecture are drawn with this seed
 
 
 def register_model_configs() -> None:
@@ -51,6 +52,18 @@ class ClipBundle:
     @property
     def is_random(self) -> bool:
         return self.weights_id == "random"
+
+
+@contextmanager
+def _quiet_open_clip():
+    """Silence open_clip's root-logger warning about random weights (we label random runs ourselves)."""
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
@@ -91,9 +104,9 @@ def create_clip(name: str = "ViT-B-16", pretrained: str = "openai", device: str 
     model_name = _resolve_name(name)
     quick_gelu = None
     if pretrained in ("none", "", None):
-        if model_name == "tiny":
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip():  # deterministic, global RNG untouched
             torch.manual_seed(TINY_SEED)
-        model = open_clip.create_model(model_name, pretrained=None)
+            model = open_clip.create_model(model_name, pretrained=None)
         weights_id = "random"
     elif Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or Path(pretrained).exists():
         if not Path(pretrained).is_file():

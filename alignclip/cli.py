@@ -249,7 +249,39 @@ def _register_stats(sub) -> None:
         q.set_defaults(func=cmd_stats)
 
 
-_EXTRA_COMMANDS: list = [_register_evaluate, _register_data, _register_stats]
+def cmd_notebook(args: argparse.Namespace) -> int:
+    from .notebooks import list_notebooks, notebook_parameters, notebook_path, run_all, run_notebook
+
+    params = {k: v for k, v in (args.param or [])} if hasattr(args, "param") else {}
+    if args.nb_command == "list":
+        for name in list_notebooks():
+            declared = notebook_parameters(notebook_path(name))
+            print(f"{name}: " + ", ".join(f"{k}={v[1]!r}" for k, v in declared.items()))
+        return 0
+    if args.nb_command == "run":
+        out = run_notebook(args.name, params, args.out)
+        print(f"executed notebook written to {out}")
+        return 0
+    for path in run_all(args.out, params=params):
+        print(f"executed notebook written to {path}")
+    return 0
+
+
+def _register_notebook(sub) -> None:
+    p = sub.add_parser("notebook", help="rerun study notebooks with new parameters (papermill)")
+    nsub = p.add_subparsers(dest="nb_command", required=True)
+    nsub.add_parser("list", help="notebooks and their parameters").set_defaults(func=cmd_notebook)
+    pr = nsub.add_parser("run", help="execute one notebook into --out (the committed notebook is untouched)")
+    pr.add_argument("name", help="e.g. 03_main_table or 03")
+    pa = nsub.add_parser("run-all", help="execute every notebook into --out (the book's main job)")
+    for q in (pr, pa):
+        q.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
+                       help="notebook parameter (repeatable), e.g. -p profile full -p datasets \"['potsdam']\"")
+        q.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
+        q.set_defaults(func=cmd_notebook)
+
+
+_EXTRA_COMMANDS: list = [_register_evaluate, _register_data, _register_stats, _register_notebook]
 
 
 def main(argv: list[str] | None = None) -> int:

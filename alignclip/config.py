@@ -193,6 +193,7 @@ def build_config(preset: str = "alignclip-d", dataset: str | None = None, smoke:
         if key in TABLE6[variant]["alpha"]:
             fields_.update(alpha=TABLE6[variant]["alpha"][key], beta=TABLE6[variant]["beta"][key])
     if smoke:
-        fields_.update(SMOKE_OVERRIDES)
+        sam = str(fields_.get("vfm", SegmentorConfig.vfm)).startswith("sam")
+        fields_.update(SMOKE_OVERRIDES, vfm="tiny_sam" if sam else "tiny")  # tiny stand-in of the same family
     fields_.update(overrides)
     return SegmentorConfig(**fields_)

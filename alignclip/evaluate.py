@@ -158,6 +158,7 @@ def evaluate(config: SegmentorConfig, dataset: str, data_root: str | Path, out: 
     result = None
     if info.is_main:
         result = build_result(result_acc, seg, config, dataset, split, limit, wall, info.world_size)
+        result["provenance"]["fingerprint"] = fingerprint
         write_json(out, result, overwrite=force)
         shutil.rmtree(partial_dir, ignore_errors=True)
     if info.world_size > 1:

@@ -66,6 +66,26 @@ class Prediction:
     logits: torch.Tensor  # [Q, H, W] count-averaged query logits at the processing size (after resize)
 
 
+_MODEL_CACHE: dict[tuple, object] = {}
+_TEXT_CACHE: dict[tuple, torch.Tensor] = {}
+_CACHE_SIZE = 4
+
+
+def _cached(key: tuple, build):
+    """Reuse loaded models across segmentors of one process (sweeps build hundreds of them)."""
+    if key not in _MODEL_CACHE:
+        if len(_MODEL_CACHE) >= _CACHE_SIZE:
+            _MODEL_CACHE.pop(next(iter(_MODEL_CACHE)))
+        _MODEL_CACHE[key] = build()
+    return _MODEL_CACHE[key]
+
+
+def clear_model_cache() -> None:
+    """Free the models and text embeddings kept for reuse."""
+    _MODEL_CACHE.clear()
+    _TEXT_CACHE.clear()
+
+
 class Segmentor:
     """Open-vocabulary segmentor for one set of class names.
 
@@ -83,20 +103,30 @@ class Segmentor:
         if not 0 <= config.bg_idx < self.classes.num_classes:
             raise ConfigError(f"bg_idx={config.bg_idx} is not a class index for {self.classes.num_classes} classes; "
                               f"set bg_idx between 0 and {self.classes.num_classes - 1}")
-        self.clip = clip or create_clip(config.backbone, config.pretrained, self.device)
+        clip_key = ("clip", config.backbone, config.pretrained, str(self.device))
+        self.clip = clip or _cached(clip_key, lambda: create_clip(config.backbone, config.pretrained, self.device))
         self.templates = get_templates(config.templates)
-        self.text_embeds = build_text_embeddings(self.clip.model, self.clip.tokenizer, self.classes.queries,
-                                                 self.templates, self.device)  # [Q, D]
+        text_key = (clip_key, self.clip.weights_id, self.classes.queries, tuple(self.templates))
+        if clip is not None or text_key not in _TEXT_CACHE:
+            _TEXT_CACHE[text_key] = build_text_embeddings(self.clip.model, self.clip.tokenizer, self.classes.queries,
+                                                          self.templates, self.device)  # [Q, D]
+            while len(_TEXT_CACHE) > 64:
+                _TEXT_CACHE.pop(next(iter(_TEXT_CACHE)))
+        self.text_embeds = _TEXT_CACHE[text_key]
         self.query_to_class = torch.tensor(self.classes.query_to_class, device=self.device)
         if config.upsampler != "none" and config.upsampler_ckpt is None:
             raise ConfigError(f"upsampler {config.upsampler} needs a checkpoint: pass --upsampler-ckpt PATH "
                               f"(xclip_jbu_one_million_aid.ckpt from the SegEarth-OV repository) or "
                               f"--upsampler-ckpt none for random weights (pipeline check)")
         ckpt = None if config.upsampler_ckpt in (None, "none") else config.upsampler_ckpt
-        self.upsampler = build_upsampler(config.upsampler, feat_dim=self.clip.embed_dim, checkpoint=ckpt)
+        with torch.random.fork_rng(devices=[]):  # random weights (no checkpoint) are the same in every run
+            torch.manual_seed(config.seed)
+            self.upsampler = build_upsampler(config.upsampler, feat_dim=self.clip.embed_dim, checkpoint=ckpt)
         if self.upsampler is not None:
             self.upsampler = self.upsampler.to(self.device).eval()
-        self.vfm = create_vfm(config.vfm, config.vfm_pretrained, self.device) if config.cce else None
+        self.vfm = (_cached(("vfm", config.vfm, config.vfm_pretrained, str(self.device)),
+                            lambda: create_vfm(config.vfm, config.vfm_pretrained, self.device))
+                    if config.cce else None)
         mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
         std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
         self._mean, self._std = mean, std

@@ -1,0 +1,325 @@
+"""What the study notebooks call: profiles, cached evaluation runs, paper-vs-ours tables, claim checks, figures.
+
+A notebook starts with :func:`start_study` (validates the parameters cell, prepares data), shows
+:func:`banner`, runs :func:`evaluate_runs` (each RESULT.json is cached under ``output_dir/runs``, so rerunning a
+notebook reuses finished evaluations with the same fingerprint), compares with the paper
+(:func:`paper_comparison`), checks the paper's claimed gains with paired bootstraps (:func:`check_claims`), plots,
+and writes its own JSON (:func:`write_notebook_results`).
+
+Profiles: ``smoke`` (default) = tiny random CLIP, random upsampler, tiny VFM, fake data in each dataset's real
+layout, CPU; every number is a *pipeline check*. ``full`` = ViT-B-16/openai, the SegEarth-OV JBU checkpoint, real
+VFMs and the converted datasets under ``data_root/<dataset>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from .config import SegmentorConfig, build_config
+from .data import generate_fake_dataset, list_datasets, load_manifest
+from .errors import ConfigError, DatasetNotFoundError, InputError
+from .evaluate import evaluate, load_result, run_fingerprint
+from .fileio import write_json
+from .metrics import ConfusionAccumulator
+from .paper import DATASET_KEYS, compare_with_paper
+from .stats import bootstrap_miou, classify_gain, paired_bootstrap
+
+PROFILES = ("smoke", "full")
+RS_DATASETS = ["openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd"]
+NATURAL_DATASETS = ["cityscapes", "ade20k", "coco_stuff171", "pascal_context59", "pascal_voc20"]
+PAPER_NAME = {v: k for k, v in DATASET_KEYS.items()}
+PIPELINE_BANNER = ("**PIPELINE CHECK — random weights.** This notebook ran in the `smoke` profile: a tiny randomly "
+                   "initialised CLIP, a random JBU upsampler and a tiny random VFM on generated data. Its numbers "
+                   "test that the code runs end to end; they are **not** reproduced results and say nothing about "
+                   "the paper's claims.")
+REAL_BANNER = ("**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler "
+               "{up}, VFM {vfm}) on the converted datasets under `{root}`.")
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluation: a label for tables, a preset (``PRESET+sga`` ...), a dataset and config overrides."""
+
+    label: str
+    preset: str
+    dataset: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StudyContext:
+    """Validated notebook parameters."""
+
+    profile: str
+    datasets: tuple[str, ...]
+    output_dir: Path
+    data_root: Path | None
+    device: str
+    limit: int | None
+    n_boot: int
+    smoke_images: int
+    smoke_size: int
+    clip_pretrained: str
+    upsampler_ckpt: str | None
+    vfm_pretrained: str
+
+    @property
+    def is_pipeline_check(self) -> bool:
+        return self.profile == "smoke"
+
+    @property
+    def kind(self) -> str:
+        return "pipeline-check" if self.is_pipeline_check else "reproduction"
+
+    def config(self, preset: str, dataset: str | None = None, **overrides: Any) -> SegmentorConfig:
+        """The configuration of ``preset`` on ``dataset`` in this profile."""
+        if self.is_pipeline_check:
+            over = dict(long_side=self.smoke_size, device=self.device)
+            over.update(overrides)
+            return build_config(preset, dataset=dataset, smoke=True, **over)
+        over = dict(pretrained=self.clip_pretrained, upsampler_ckpt=self.upsampler_ckpt,
+                    vfm_pretrained=self.vfm_pretrained, device=self.device)
+        over.update(overrides)
+        return build_config(preset, dataset=dataset, **over)
+
+    def dataset_root(self, dataset: str) -> Path:
+        """Where ``dataset`` lives (generated on first use in the smoke profile)."""
+        if self.is_pipeline_check:
+            root = self.output_dir / "data" / dataset
+            if not (root / "alignclip_fake.json").is_file():
+                generate_fake_dataset(dataset, root, n_images=self.smoke_images, size=self.smoke_size, seed=0)
+            return root
+        assert self.data_root is not None
+        return self.data_root / dataset
+
+
+def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, output_dir: str | Path = "results",
+                data_root: str | Path | None = None, device: str = "auto", limit: int | None = None,
+                n_boot: int = 1000, smoke_images: int = 3, smoke_size: int = 96, clip_pretrained: str = "openai",
+                upsampler_ckpt: str | None = None, vfm_pretrained: str = "default") -> StudyContext:
+    """Validate a notebook's parameters; one clear line when anything is wrong.
+
+    In the ``full`` profile every dataset must exist under ``data_root/<name>`` and the upsampler checkpoint must be
+    given (a path, or ``"none"`` to run with a random upsampler on purpose).
+    """
+    if profile not in PROFILES:
+        raise ConfigError(f"profile={profile!r} is not valid; choose one of {', '.join(PROFILES)}")
+    datasets = tuple(RS_DATASETS if datasets is None else datasets)
+    known = set(list_datasets())
+    bad = [d for d in datasets if d not in known]
+    if bad:
+        raise ConfigError(f"unknown dataset(s) {', '.join(bad)}; choose from {', '.join(sorted(known))}")
+    limit = None if limit in (None, 0) else limit  # notebooks use 0 for "all images"
+    upsampler_ckpt = upsampler_ckpt or None
+    if limit is not None and int(limit) < 1:
+        raise ConfigError(f"limit={limit} must be a positive number of images, or 0 for all")
+    root = Path(data_root) if data_root else None
+    if profile == "full":
+        if root is None:
+            raise DatasetNotFoundError("profile='full' needs data_root: the folder holding one converted dataset per "
+                                       "sub-folder (e.g. data/potsdam); see book/setup.md")
+        missing = [d for d in datasets if not (root / d).is_dir()]
+        if missing:
+            m = load_manifest(missing[0])
+            raise DatasetNotFoundError(f"dataset folder {root / missing[0]} not found (missing: {', '.join(missing)});"
+                                       f" convert it with `alignclip data prepare {missing[0]} --raw DIR --out "
+                                       f"{root / missing[0]}` (manifest {m.path.name})")
+        if upsampler_ckpt is None:
+            raise ConfigError("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt "
+                              "(SegEarth-OV repository), or 'none' for a random upsampler")
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    return StudyContext(profile, datasets, out, root, device, None if limit is None else int(limit), int(n_boot),
+                        int(smoke_images), int(smoke_size), clip_pretrained, upsampler_ckpt, vfm_pretrained)
+
+
+def banner(ctx: StudyContext):
+    """A visible Markdown box saying whether the numbers below are real or pipeline checks."""
+    from IPython.display import Markdown
+
+    if ctx.is_pipeline_check:
+        text = PIPELINE_BANNER
+    else:
+        text = REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained,
+                                  root=ctx.data_root)
+    return Markdown(f"> {text}")
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
+
+
+def result_path(ctx: StudyContext, run: Run) -> Path:
+    return ctx.output_dir / "runs" / _slug(run.label) / f"{run.dataset}.json"
+
+
+def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool = True) -> pd.DataFrame:
+    """Evaluate every run (reusing cached RESULT.json files with the same fingerprint).
+
+    Returns:
+        One row per run: ``label, preset, dataset, miou, ci_low, ci_high, n_images, kind, path`` (the interval
+        is the 95 % percentile bootstrap over images).
+    """
+    rows = []
+    for run in tqdm(list(runs), desc="evaluations", disable=not progress):
+        cfg = ctx.config(run.preset, run.dataset, **run.overrides)
+        manifest = load_manifest(run.dataset)
+        out = result_path(ctx, run)
+        fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
+        result = None
+        if out.is_file():
+            cached = load_result(out)
+            if cached.get("provenance", {}).get("fingerprint") == fingerprint:
+                result = cached
+        if result is None:
+            result = evaluate(cfg, run.dataset, ctx.dataset_root(run.dataset), out, limit=ctx.limit,
+                              force=True, progress=False)
+        acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
+        ci = bootstrap_miou(acc.per_image()[1], n_boot=ctx.n_boot, seed=0)
+        rows.append(dict(label=run.label, preset=run.preset, dataset=run.dataset, miou=result["miou"],
+                         ci_low=ci["ci_low"], ci_high=ci["ci_high"], n_images=result["num_images"],
+                         kind=result["kind"], path=str(out)))
+    return pd.DataFrame(rows)
+
+
+def paper_comparison(results: pd.DataFrame, table: str, method_map: dict[str, str],
+                     variant: str | float | None = None) -> pd.DataFrame:
+    """Paper vs ours for every label of ``results`` mapped to a paper row (``{our label: paper method}``)."""
+    frames = []
+    for label, paper_method in method_map.items():
+        sub = results[results["label"] == label]
+        if sub.empty:
+            continue
+        kinds = set(sub["kind"])
+        kind = "reproduction" if kinds == {"reproduction"} else "pipeline-check"
+        ours = {PAPER_NAME.get(d, d): float(m) for d, m in zip(sub["dataset"], sub["miou"], strict=True)}
+        cmp = compare_with_paper(ours, table=table, method=paper_method, kind=kind, variant=variant)
+        ci = {PAPER_NAME.get(d, d): (lo, hi) for d, lo, hi in zip(sub["dataset"], sub["ci_low"], sub["ci_high"],
+                                                                  strict=True)}
+        cmp["ci_low"] = [ci.get(d, (None, None))[0] for d in cmp["dataset"]]
+        cmp["ci_high"] = [ci.get(d, (None, None))[1] for d in cmp["dataset"]]
+        cmp.insert(0, "method", label)
+        frames.append(cmp)
+    if not frames:
+        raise InputError(f"none of {list(method_map)} is in the results ({sorted(set(results['label']))})")
+    return pd.concat(frames, ignore_index=True)
+
+
+def check_claims(results: pd.DataFrame, claims: Sequence[tuple[str, str]], n_boot: int = 1000) -> pd.DataFrame:
+    """Paired bootstrap of each claimed gain ``(baseline label, improved label)`` on every shared dataset.
+
+    The verdict is "supported" (95 % interval of the gain above 0), "contradicted" (below 0) or "not
+    distinguishable from zero"; pipeline-check runs get "pipeline check" instead, whatever their numbers.
+    """
+    rows = []
+    for base, new in claims:
+        a, b = results[results["label"] == base], results[results["label"] == new]
+        for dataset in sorted(set(a["dataset"]) & set(b["dataset"])):
+            ra = load_result(a[a["dataset"] == dataset]["path"].iloc[0])
+            rb = load_result(b[b["dataset"] == dataset]["path"].iloc[0])
+            acc_a = ConfusionAccumulator.from_compact(ra["per_image_confusion"])
+            acc_b = ConfusionAccumulator.from_compact(rb["per_image_confusion"])
+            (ids_a, cms_a), (ids_b, cms_b) = acc_a.per_image(), acc_b.per_image()
+            cmp = paired_bootstrap(cms_a, cms_b, ids_a, ids_b, n_boot=n_boot, seed=0)
+            real = ra["kind"] == rb["kind"] == "reproduction"
+            verdict = classify_gain((cmp["ci_low"], cmp["ci_high"])) if real else "pipeline check"
+            rows.append(dict(baseline=base, method=new, dataset=dataset, delta=cmp["delta"], ci_low=cmp["ci_low"],
+                             ci_high=cmp["ci_high"], p_better=cmp["p_b_better"], verdict=verdict))
+    return pd.DataFrame(rows)
+
+
+def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
+    """Grouped bars: paper vs ours per dataset (and method), ours with its 95 % bootstrap interval."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    df = comparison[comparison["dataset"] != "Avg."]
+    methods = list(dict.fromkeys(df["method"]))
+    fig, axes = plt.subplots(1, len(methods), figsize=(max(5.0, 3.2 * len(df["dataset"].unique()) / 2) ,
+                                                        3.6), squeeze=False, sharey=True)
+    for ax, method in zip(axes[0], methods, strict=True):
+        sub = df[df["method"] == method]
+        long = sub.melt(id_vars=["dataset"], value_vars=["paper", "ours"], var_name="source", value_name="mIoU")
+        sns.barplot(data=long, x="dataset", y="mIoU", hue="source", ax=ax, palette=["#9e9e9e", "#1f77b4"])
+        xs = range(len(sub))
+        lo = (sub["ours"] - sub["ci_low"].astype(float)).clip(lower=0)
+        hi = (sub["ci_high"].astype(float) - sub["ours"]).clip(lower=0)
+        ax.errorbar([x + 0.2 for x in xs], sub["ours"], yerr=[lo, hi], fmt="none", ecolor="black", capsize=3)
+        ax.set_title(method)
+        ax.tick_params(axis="x", rotation=45)
+        ax.set_xlabel("")
+    kind = set(df["kind"])
+    suffix = " — PIPELINE CHECK (random weights)" if kind != {"reproduction"} else ""
+    fig.suptitle((title or "paper vs ours") + suffix)
+    fig.tight_layout()
+    return fig
+
+
+def grid_runs(presets: Sequence[str], datasets: Sequence[str], overrides: dict[str, Any] | None = None,
+              label: str | None = None) -> list[Run]:
+    """Every preset on every dataset (labels = preset names unless ``label`` is given)."""
+    return [Run(label or p, p, d, dict(overrides or {})) for p in presets for d in datasets]
+
+
+#: Our preset → the paper's row name in Table 2.
+PRESET_TO_PAPER = {"clip": "CLIP", "maskclip": "MaskCLIP", "sclip": "SCLIP", "clearclip": "ClearCLIP",
+                   "naclip": "NACLIP", "segearth-ov": "SegEarth-OV", "alignclip-d": "AlignCLIP-D",
+                   "alignclip-s": "AlignCLIP-S"}
+
+
+def main_table(results: pd.DataFrame, table: str = "table2_main",
+               label_to_paper: dict[str, str] | None = None) -> pd.DataFrame:
+    """Wide table in the paper's row order: ``paper`` and ``ours`` mIoU per dataset and average.
+
+    Paper rows with no run of ours keep the paper's numbers, marked ``reported only``.
+    """
+    from .paper import load_table
+
+    label_to_paper = label_to_paper or PRESET_TO_PAPER
+    paper_to_label = {v: k for k, v in label_to_paper.items()}
+    paper = load_table(table)
+    datasets = [c for c in paper.columns if c in DATASET_KEYS]
+    rows = []
+    for _, prow in paper.iterrows():
+        method = prow["method"]
+        label = paper_to_label.get(method)
+        sub = results[results["label"] == label] if label else results.iloc[0:0]
+        ours = {PAPER_NAME.get(d, d): m for d, m in zip(sub["dataset"], sub["miou"], strict=True)}
+        status = ("reported only" if sub.empty else
+                  ("reproduction" if set(sub["kind"]) == {"reproduction"} else "pipeline check"))
+        for source in ("paper", "ours"):
+            if source == "ours" and sub.empty:
+                continue
+            values = {d: (float(prow[d]) if source == "paper" else ours.get(d)) for d in datasets}
+            present = [v for v in values.values() if v is not None]
+            values["Avg"] = (float(prow["Avg"]) if source == "paper" else
+                             (sum(present) / len(present) if len(present) == len(datasets) else None))
+            rows.append({"method": method, "source": source, "status": status, **values})
+    return pd.DataFrame(rows)
+
+
+def summary_lines(results: pd.DataFrame, digits: int = 2) -> str:
+    """Deterministic text of every run's mIoU (for the notebooks' regression-checked cells)."""
+    lines = []
+    for _, r in results.sort_values(["label", "dataset"]).iterrows():
+        lines.append(f"{r['label']:<24s} {r['dataset']:<18s} mIoU {r['miou']:.{digits}f} "
+                     f"[{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}] n={r['n_images']} {r['kind']}")
+    return "\n".join(lines)
+
+
+def write_notebook_results(ctx: StudyContext, name: str, payload: dict[str, Any]) -> Path:
+    """Write ``output_dir/<name>.json`` atomically with the profile and kind stamped in."""
+    def _records(obj: Any) -> Any:
+        return obj.to_dict(orient="records") if isinstance(obj, pd.DataFrame) else obj
+
+    body = {"notebook": name, "profile": ctx.profile, "kind": ctx.kind,
+            **{k: _records(v) for k, v in payload.items()}}
+    return write_json(ctx.output_dir / f"{name}.json", json.loads(json.dumps(body, default=str)), overwrite=True)

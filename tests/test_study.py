@@ -1,0 +1,87 @@
+"""The study layer the notebooks call: parameter validation, cached runs, tables, claims."""
+
+import pytest
+
+from alignclip.errors import ConfigError, DatasetNotFoundError
+from alignclip.notebooks import check_parameters, list_notebooks, notebook_path, run_notebook
+from alignclip.study import (
+    check_claims,
+    evaluate_runs,
+    grid_runs,
+    main_table,
+    paper_comparison,
+    start_study,
+    summary_lines,
+)
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    return start_study(datasets=["potsdam", "loveda"], output_dir=tmp_path_factory.mktemp("study"), n_boot=200,
+                       smoke_images=2, smoke_size=64)
+
+
+@pytest.fixture(scope="module")
+def results(ctx):
+    return evaluate_runs(ctx, grid_runs(["segearth-ov", "alignclip-d"], ctx.datasets), progress=False)
+
+
+def test_bad_parameters_one_line(tmp_path):
+    with pytest.raises(ConfigError, match="profile"):
+        start_study(profile="fast", output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        start_study(datasets=["potsdamm"], output_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="data_root"):
+        start_study(profile="full", output_dir=tmp_path)
+    with pytest.raises(DatasetNotFoundError, match="alignclip data prepare potsdam"):
+        start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
+    (tmp_path / "potsdam").mkdir()
+    with pytest.raises(ConfigError, match="upsampler_ckpt"):
+        start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
+
+
+def test_results_are_pipeline_checks(results):
+    assert len(results) == 4
+    assert set(results["kind"]) == {"pipeline-check"}
+    assert (results["ci_low"] <= results["miou"] + 1e-9).all() and (results["miou"] <= results["ci_high"] + 1e-9).all()
+
+
+def test_runs_are_cached(ctx, results):
+    from pathlib import Path
+
+    mtimes = {p: Path(p).stat().st_mtime_ns for p in results["path"]}
+    again = evaluate_runs(ctx, grid_runs(["segearth-ov", "alignclip-d"], ctx.datasets), progress=False)
+    assert again["miou"].tolist() == results["miou"].tolist()
+    assert {p: Path(p).stat().st_mtime_ns for p in again["path"]} == mtimes
+    assert summary_lines(again) == summary_lines(results)
+
+
+def test_tables_and_claims(results):
+    table = main_table(results)
+    assert set(table[table["method"] == "GEM"]["status"]) == {"reported only"}
+    ours = table[(table["method"] == "AlignCLIP-D") & (table["source"] == "ours")]
+    assert len(ours) == 1 and ours["Potsdam"].notna().all() and ours["Avg"].isna().all()  # 2 of 8 datasets
+    cmp = paper_comparison(results, "table2_main", {"alignclip-d": "AlignCLIP-D"})
+    assert set(cmp["kind"]) == {"pipeline-check"}
+    claims = check_claims(results, [("segearth-ov", "alignclip-d")], n_boot=100)
+    assert set(claims["verdict"]) == {"pipeline check"} and len(claims) == 2
+
+
+def test_notebook_parameters_checked():
+    assert "03_main_table" in list_notebooks()
+    path = notebook_path("03")
+    assert check_parameters(path, {"limit": "5", "datasets": "['potsdam']"}) == {"limit": 5, "datasets": ["potsdam"]}
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        check_parameters(path, {"profle": "full"})
+    with pytest.raises(ConfigError, match="wrong type"):
+        check_parameters(path, {"limit": "many"})
+    with pytest.raises(ConfigError, match="unknown notebook"):
+        notebook_path("99_nothing")
+
+
+def test_run_notebook_never_overwrites_committed(tmp_path):
+    from alignclip.errors import InputError
+    from alignclip.notebooks import NOTEBOOK_DIR
+
+    with pytest.raises(InputError, match="overwrite the committed notebook"):
+        run_notebook("03", {}, NOTEBOOK_DIR)
