@@ -297,3 +297,27 @@ class Segmentor:
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Label map ``[H0, W0]`` of an RGB uint8 image."""
         return self.predict(image).labels
+
+
+def build_segmentor(preset: str = "alignclip-d", dataset: str | None = None,
+                    classes: Sequence[str] | None = None, smoke: bool = False, **overrides) -> Segmentor:
+    """One call from a preset, a dataset name or class names, and config overrides to a ready segmentor.
+
+    Args:
+        preset: method preset (``alignclip-d``, ``segearth-ov+sga``, ...).
+        dataset: a dataset manifest name: its classes (unless ``classes`` is given), threshold, background index
+            and Table 6's α and β.
+        classes: class names (synonyms separated by commas); required when ``dataset`` is None.
+        smoke: tiny random models (pipeline checks).
+        overrides: any :class:`~alignclip.config.SegmentorConfig` field.
+    """
+    from .config import build_config
+
+    config = build_config(preset, dataset=dataset, smoke=smoke, **overrides)
+    if classes is None:
+        if dataset is None:
+            raise ConfigError("give class names (classes=[...]) or a dataset name (dataset='potsdam')")
+        from .data import load_manifest
+
+        classes = list(load_manifest(dataset).classes)
+    return Segmentor(config, classes)

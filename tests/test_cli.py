@@ -118,3 +118,30 @@ def test_console_script_help():
     out = subprocess.run([sys.executable, "-m", "alignclip.cli", "segment", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--classes-file" in out and "--upsampler-ckpt" in out and "--set" in out
+
+
+def test_model_config_json_plus_local_state_dict(tmp_path, image_png):
+    import json
+
+    import torch
+
+    from alignclip.backbone import CONFIG_DIR, create_clip
+
+    cfg = tmp_path / "my-tiny-clip.json"
+    cfg.write_text((CONFIG_DIR / "tiny.json").read_text())
+    weights = tmp_path / "state.pt"
+    torch.save(create_clip("tiny", "none").model.state_dict(), weights)
+    out = tmp_path / "mask.png"
+    rc = main(["segment", str(image_png), "--classes", "a", "b", "--backbone", str(cfg), "--pretrained", str(weights),
+               "--preset", "segearth-ov", "--upsampler-ckpt", "none", "--set", "long_side=224", "--out", str(out)])
+    assert rc == 0 and Image.open(out).size == (200, 120)
+    assert json.loads(cfg.read_text())["embed_dim"] == 32
+
+
+def test_build_segmentor_one_call():
+    from alignclip.segmentor import build_segmentor
+
+    seg = build_segmentor("alignclip-d", dataset="potsdam", smoke=True, long_side=224)
+    assert seg.classes.num_classes == 6 and seg.config.alpha == 0.3 and seg.config.bg_idx == 5
+    seg = build_segmentor("segearth-ov", classes=["road", "tree,forest"], smoke=True, prob_thd=0.2)
+    assert seg.classes.queries == ("road", "tree", "forest") and seg.config.prob_thd == 0.2
