@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 alignclip notebook run-all --out book/executed
 jupyter-book build -W -n --keep-going .
 echo "book: $(pwd)/_build/html/index.html"

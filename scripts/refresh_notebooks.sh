@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . .venv/bin/activate
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   echo "refreshing $nb"
   papermill "$nb" "$nb" --cwd notebooks --log-level WARNING

@@ -4,7 +4,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 . .venv/bin/activate
-export HF_HUB_OFFLINE=1 MPLBACKEND=Agg PYTHONHASHSEED=0
+export HF_HUB_OFFLINE=1 PYTHONHASHSEED=0
 python -m ipykernel install --user --name python3 >/dev/null 2>&1 || true
 ruff check alignclip tests notebooks
 python -m pytest -q -p no:cacheprovider tests "$@"
