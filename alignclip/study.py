@@ -254,12 +254,15 @@ def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
         hi = (sub["ci_high"].astype(float) - sub["ours"]).clip(lower=0)
         ax.errorbar([x + 0.2 for x in xs], sub["ours"], yerr=[lo, hi], fmt="none", ecolor="black", capsize=3)
         ax.set_title(method)
-        ax.tick_params(axis="x", rotation=45)
+        ax.set_xticks(list(xs), list(sub["dataset"]), rotation=40, ha="right")
         ax.set_xlabel("")
+        handles, labels = ax.get_legend_handles_labels()
+        ax.get_legend().remove()
     kind = set(df["kind"])
     suffix = " — PIPELINE CHECK (random weights)" if kind != {"reproduction"} else ""
     fig.suptitle((title or "paper vs ours") + suffix)
-    fig.tight_layout()
+    fig.legend(handles, labels, loc="upper right", ncol=2, frameon=False)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
     return fig
 
 
