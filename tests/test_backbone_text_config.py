@@ -150,3 +150,13 @@ def test_table6_matches_paper_csv(fixtures_dir):
         hp = row.pop("hyperparameter")
         for ds, v in row.items():
             assert TABLE6[variant][hp][ds.lower()] == float(v)
+
+
+def test_truncated_text_encoding_is_exact(tiny):
+    from alignclip.text import encode_text
+
+    tokens = tiny.tokenizer(["a satellite image of a road.", "tree", "an aerial photo of many small buildings."])
+    with torch.no_grad():
+        full = tiny.model.encode_text(tokens)
+        fast = encode_text(tiny.model, tokens)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
