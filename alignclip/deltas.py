@@ -24,7 +24,7 @@ from .errors import InputError
 from .evaluate import load_result
 from .metrics import ConfusionAccumulator
 from .paper import DATASET_KEYS, load_table, paper_row
-from .stats import _interval, _resampled_mious, classify_gain, paired_bootstrap
+from .stats import classify_gain, paired_bootstrap, percentile_interval, resampled_mious
 from .study import Run
 
 AVG = "Avg."
@@ -114,7 +114,7 @@ def paired_deltas(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], claim
             rb, ids_b, cms_b = _per_image(b[b["dataset"] == dataset]["path"].iloc[0])
             cms_b = _aligned(ids_a, ids_b, cms_b, f"{base} vs {new} on {dataset}")
             cmp = paired_bootstrap(cms_a, cms_b, ids_a, ids_a, n_boot=n_boot, seed=seed, ci=ci)
-            boot_a, boot_b = _resampled_mious([cms_a, cms_b], n_boot, seed + i)
+            boot_a, boot_b = resampled_mious([cms_a, cms_b], n_boot, seed + i)
             diffs.append(boot_b - boot_a)
             points.append(cmp["delta"])
             kind = "reproduction" if ra["kind"] == rb["kind"] == "reproduction" else "pipeline-check"
@@ -124,7 +124,7 @@ def paired_deltas(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], claim
                              ci_high=cmp["ci_high"], p_better=cmp["p_b_better"], n_images=cmp["n_images"],
                              kind=kind, verdict=_verdict(cmp["ci_low"], cmp["ci_high"], claimed_sign, kind)))
         mean_diff = np.mean(np.stack(diffs), axis=0)  # [n_boot]: average over datasets of one resample each
-        low, high = (100.0 * v for v in _interval(mean_diff, ci))
+        low, high = (100.0 * v for v in percentile_interval(mean_diff, ci))
         finite = ~np.isnan(mean_diff)
         kind = "reproduction" if set(kinds) == {"reproduction"} else "pipeline-check"
         rows.append(dict(baseline=base, method=new, dataset=AVG, delta=float(np.mean(points)), ci_low=low,

@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from tqdm.auto import tqdm
 
+from . import __version__
 from .config import SegmentorConfig
 from .data import load_manifest, manifest_sha256, open_dataset
 from .errors import InputError
@@ -73,7 +74,8 @@ def run_fingerprint(config: SegmentorConfig, dataset: str, split: str | None, li
                     classes: tuple[str, ...]) -> str:
     """Hash of everything that changes the numbers (a resume must match it)."""
     blob = json.dumps({"config": config.to_dict(), "dataset": dataset, "split": split, "limit": limit,
-                       "classes": classes, "manifest": manifest_sha256(dataset)}, sort_keys=True)
+                       "classes": classes, "manifest": manifest_sha256(dataset), "version": __version__},
+                      sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

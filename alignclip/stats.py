@@ -38,7 +38,7 @@ def _check_args(n_boot: int, seed: int, ci: float) -> None:
         raise InputError(f"ci must be in (0, 1), got {ci!r} (e.g. 0.95)")
 
 
-def _resampled_mious(stacks: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
+def resampled_mious(stacks: Sequence[np.ndarray], n_boot: int, seed: int) -> list[np.ndarray]:
     """mIoU (fraction) of ``n_boot`` image resamples, the same resamples for every stack.
 
     Args:
@@ -73,7 +73,7 @@ def _resampled_mious(stacks: Sequence[np.ndarray], n_boot: int, seed: int) -> li
     return out
 
 
-def _interval(values: np.ndarray, ci: float) -> tuple[float, float]:
+def percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
     alpha = (1.0 - ci) / 2.0
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
@@ -112,8 +112,8 @@ def bootstrap_miou(
     if n == 0:
         raise InputError("cms holds 0 images; evaluate at least one image before bootstrapping")
     point = _point_miou(cms, "cms")
-    (boot,) = _resampled_mious([cms], n_boot, seed)
-    low, high = _interval(boot, ci)
+    (boot,) = resampled_mious([cms], n_boot, seed)
+    low, high = percentile_interval(boot, ci)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
         mean = float(np.nanmean(boot))
@@ -197,9 +197,9 @@ def paired_bootstrap(
         raise InputError("runs hold 0 images; evaluate at least one image before bootstrapping")
     miou_a = _point_miou(cms_a, "run A")
     miou_b = _point_miou(cms_b, "run B")
-    boot_a, boot_b = _resampled_mious([cms_a, cms_b], n_boot, seed)
+    boot_a, boot_b = resampled_mious([cms_a, cms_b], n_boot, seed)
     diff = boot_b - boot_a
-    low, high = _interval(diff, ci)
+    low, high = percentile_interval(diff, ci)
     finite = ~np.isnan(diff)
     p_better = float(np.mean(diff[finite] > 0)) if finite.any() else float("nan")
     return {
