@@ -111,6 +111,14 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
     In the ``full`` profile every dataset must exist under ``data_root/<name>`` and the upsampler checkpoint must be
     given (a path, or ``"none"`` to run with a random upsampler on purpose).
     """
+    for name, value, types in (("profile", profile, str), ("datasets", datasets, (list, tuple, type(None))),
+                               ("output_dir", output_dir, (str, Path)), ("data_root", data_root, (str, Path, type(None))),
+                               ("device", device, str), ("limit", limit, (int, type(None))), ("n_boot", n_boot, int),
+                               ("smoke_images", smoke_images, int), ("smoke_size", smoke_size, int),
+                               ("upsampler_ckpt", upsampler_ckpt, (str, type(None)))):
+        if not isinstance(value, types) or isinstance(value, bool):
+            expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise ConfigError(f"parameter {name}={value!r} has the wrong type; expected {expected}")
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} is not valid; choose one of {', '.join(PROFILES)}")
     datasets = tuple(RS_DATASETS if datasets is None else datasets)
@@ -171,10 +179,10 @@ def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None 
         One row per run: ``label, preset, dataset, miou, ci_low, ci_high, n_images, kind, path`` (the interval
         is the 95 % percentile bootstrap over images).
     """
+    configs = [ctx.config(run.preset, run.dataset, **run.overrides) for run in runs]  # every error before any run
     rows = []
     progress = (not ctx.is_pipeline_check) if progress is None else progress  # no bar lines in smoke notebooks
-    for run in tqdm(list(runs), desc="evaluations", disable=not progress):
-        cfg = ctx.config(run.preset, run.dataset, **run.overrides)
+    for run, cfg in tqdm(list(zip(runs, configs, strict=True)), desc="evaluations", disable=not progress):
         manifest = load_manifest(run.dataset)
         out = result_path(ctx, run)
         fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)

@@ -29,6 +29,8 @@ def results(ctx):
 def test_bad_parameters_one_line(tmp_path):
     with pytest.raises(ConfigError, match="profile"):
         start_study(profile="fast", output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="limit='many' has the wrong type"):
+        start_study(limit="many", output_dir=tmp_path)
     with pytest.raises(ConfigError, match="unknown dataset"):
         start_study(datasets=["potsdamm"], output_dir=tmp_path)
     with pytest.raises(DatasetNotFoundError, match="data_root"):
@@ -38,6 +40,13 @@ def test_bad_parameters_one_line(tmp_path):
     (tmp_path / "potsdam").mkdir()
     with pytest.raises(ConfigError, match="upsampler_ckpt"):
         start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
+
+
+def test_unknown_preset_fails_before_any_run(ctx):
+    from alignclip.study import Run
+
+    with pytest.raises(ConfigError, match="unknown preset"):
+        evaluate_runs(ctx, [Run("segearth-ov", "segearth-ov", "potsdam"), Run("x", "alignclip-x", "potsdam")])
 
 
 def test_results_are_pipeline_checks(results):
