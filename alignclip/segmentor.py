@@ -261,8 +261,7 @@ class Segmentor:
             best_sim = cand_sim.gather(1, keep)
             best_feat = cand_feat.gather(1, keep[..., None].expand(-1, -1, cand_feat.shape[-1]))
         # the candidates are the global top-n patches; SGA over them selects exactly those
-        return torch.stack([self_guided_alignment(best_feat[q], self.text_embeds[q:q + 1], c.alpha, c.top_n)[0]
-                            for q in range(best_feat.shape[0])])
+        return self_guided_alignment(best_feat, self.text_embeds[:, None, :], c.alpha, c.top_n)[:, 0]
 
     @torch.inference_mode()
     def image_logits(self, img: torch.Tensor) -> torch.Tensor:

@@ -97,3 +97,11 @@ def test_bad_inputs():
         _seg(n_clusters=500).segment(_image(64, 64))
     with pytest.raises(ConfigError, match="upsampler-ckpt"):
         Segmentor(build_config("segearth-ov", smoke=True, upsampler_ckpt=None), CLASSES)
+
+
+def test_image_scope_sga_uses_global_top_patch():
+    """With one window, per-image and per-window SGA must coincide."""
+    img = _image(96, 96, seed=7)
+    a = _seg("segearth-ov+sga", sga_scope="image").predict(img).logits
+    b = _seg("segearth-ov+sga", sga_scope="window").predict(img).logits
+    torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
