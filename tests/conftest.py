@@ -2,9 +2,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# tests use tiny models, for which one thread is several times faster than two (and results are identical)
+torch.set_num_threads(1)
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures"
 
