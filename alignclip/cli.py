@@ -281,7 +281,14 @@ def _register_notebook(sub) -> None:
         q.set_defaults(func=cmd_notebook)
 
 
-_EXTRA_COMMANDS: list = [_register_evaluate, _register_data, _register_stats, _register_notebook]
+def _register_bench_lazily(sub) -> None:
+    from .cli_bench import _register_bench
+
+    _register_bench(sub)
+
+
+_EXTRA_COMMANDS: list = [_register_evaluate, _register_data, _register_stats, _register_notebook,
+                         _register_bench_lazily]
 
 
 def main(argv: list[str] | None = None) -> int:
