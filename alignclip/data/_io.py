@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import uuid
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -14,18 +13,13 @@ import numpy as np
 from PIL import Image
 
 from alignclip.errors import DatasetError
+from alignclip.fileio import atomic_write
 
 __all__ = ["clear_folders", "copy_file", "gather_raw", "write_rgb_png"]
 
 
 def _atomic(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, write, overwrite=True)
 
 
 def write_rgb_png(path: Path, rgb: np.ndarray) -> None:
