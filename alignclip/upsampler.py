@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import math
+from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -219,7 +220,7 @@ class JBULearnedRange(nn.Module):
         return adaptive_conv(padded, kernel.permute(0, 3, 1, 2))
 
 
-class _JBUChain(nn.Module):
+class _JBUChain(nn.Module, ABC):
     """Four JBU x2 steps then ``x + 0.1 * conv1x1(Dropout2d(0.2)(x))`` (featup of Eq. 13).
 
     Two exact reorderings speed up eval mode. Given the guidance, the four steps are one linear
@@ -240,9 +241,9 @@ class _JBUChain(nn.Module):
         self.operator_matmul = operator_matmul
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
 
+    @abstractmethod
     def steps(self) -> list[JBULearnedRange]:
         """The four x2 steps in order."""
-        raise NotImplementedError
 
     def _check_inputs(self, source: Tensor, guidance: Tensor) -> None:
         name, radius = type(self).__name__, self.steps()[0].radius
