@@ -9,12 +9,13 @@ import argparse
 import copy
 import sys
 
-from .cli import add_model_args, config_from_args
+# alignclip.cli imports this module to register the command, so its helpers are imported inside the functions.
 
 
 def bench_configs_from_args(args: argparse.Namespace) -> dict:
     """``{preset spec: config}`` from ``--presets`` and the model flags (``--random-weights`` fills the weights)."""
     from .bench import parse_bench_preset
+    from .cli import config_from_args
 
     if args.random_weights:
         for flag in ("pretrained", "upsampler_ckpt", "vfm_pretrained"):
@@ -65,6 +66,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def _register_bench(sub) -> None:
     from .bench import DEFAULT_CLASSES, DEFAULT_PRESETS
+    from .cli import add_model_args
 
     p = sub.add_parser("bench", help="time and peak memory of presets side by side (paper Table 11)")
     p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), metavar="P",
