@@ -205,16 +205,19 @@ class VFM(nn.Module):
         normed = captured["normed"].reshape(batch, -1, self.embed_dim)
         return feats, normed
 
-    def _head_attention(self, normed: Tensor, grid: tuple[int, int], head: int) -> Tensor:
-        """Softmax attention of one head of the last block over all T tokens, float32 [B, T, T].
-
-        Recomputes ``softmax(q k^T * scale + bias)`` from ``blocks[-1].attn.qkv``; ``bias`` is
-        SAM's decomposed relative position bias (zero for the ``vit`` family).
-        """
+    def _qkv(self, normed: Tensor) -> Tensor:
+        """The last block's q, k, v projections of its normalised input: [B, T, 3, heads, head_dim]."""
         attn = self.model.blocks[-1].attn
         batch, n_tokens, _ = normed.shape
-        head_dim = attn.head_dim
-        qkv = attn.qkv(normed).view(batch, n_tokens, 3, self.num_heads, head_dim)
+        return attn.qkv(normed).view(batch, n_tokens, 3, self.num_heads, attn.head_dim)
+
+    def _head_attention(self, qkv: Tensor, grid: tuple[int, int], head: int) -> Tensor:
+        """Softmax attention of one head of the last block over all T tokens, float32 [B, T, T].
+
+        Recomputes ``softmax(q k^T * scale + bias)`` from the projections of :meth:`_qkv` (computed
+        once for all heads); ``bias`` is SAM's decomposed relative position bias (zero for ``vit``).
+        """
+        attn = self.model.blocks[-1].attn
         q = attn.q_norm(qkv[:, :, 0, head])
         k = attn.k_norm(qkv[:, :, 1, head])
         logits = (q.float() * attn.scale) @ k.float().transpose(1, 2)
@@ -237,7 +240,8 @@ class VFM(nn.Module):
         """
         _, normed = self._run(images)
         grid = self.grid_size(*images.shape[-2:])
-        heads = [self._head_attention(normed, grid, h) for h in range(self.num_heads)]
+        qkv = self._qkv(normed)
+        heads = [self._head_attention(qkv, grid, h) for h in range(self.num_heads)]
         return torch.stack(heads, dim=1)
 
     @torch.no_grad()
@@ -261,9 +265,10 @@ class VFM(nn.Module):
         """
         feats, normed = self._run(images)
         grid = (feats.shape[1], feats.shape[2])
-        total = self._head_attention(normed, grid, 0)
+        qkv = self._qkv(normed)  # once for all heads
+        total = self._head_attention(qkv, grid, 0)
         for head in range(1, self.num_heads):  # one head at a time: peak memory B * T^2
-            total += self._head_attention(normed, grid, head)
+            total += self._head_attention(qkv, grid, head)
         prefix = self.num_prefix_tokens
         attn = (total / self.num_heads)[:, prefix:, prefix:].contiguous()
         return feats, attn
