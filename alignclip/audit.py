@@ -17,14 +17,12 @@ tables cannot confirm; ``"info"`` = a claim that was checked and holds, or canno
 
 from __future__ import annotations
 
-import json
 import os
-import tempfile
 from decimal import ROUND_HALF_UP, Decimal
-from pathlib import Path
 
 import pandas as pd
 
+from alignclip.fileio import write_json
 from alignclip.paper import (
     AVG_ARROWS,
     RS_DATASETS,
@@ -532,18 +530,6 @@ def write_audit(path: str | os.PathLike) -> list[dict]:
         The findings written.
     """
     findings = run_audit()
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
     doc = {"kind": "paper-audit", "n_findings": len(findings), "findings": findings}
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(doc, fh, indent=2, ensure_ascii=False)
-            fh.write("\n")
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; make the result readable like any output
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_json(path, doc, overwrite=True)
     return findings

@@ -23,7 +23,6 @@ from __future__ import annotations
 import base64
 import math
 import os
-import tempfile
 import warnings
 import zlib
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ import numpy as np
 import torch
 
 from alignclip.errors import DatasetError, InputError
+from alignclip.fileio import atomic_write
 
 __all__ = [
     "COMPACT_FORMAT",
@@ -412,25 +412,15 @@ class ConfusionAccumulator:
         Returns:
             The path written.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         ids, cms = self.per_image()
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.savez_compressed(
-                    fh,
-                    format=np.array(COMPACT_FORMAT),
-                    ids=np.array(ids, dtype=str),
-                    cms=cms,
-                    num_classes=np.array(self.num_classes),
-                    ignore_index=np.array(self.ignore_index),
-                )
-            os.replace(tmp, path)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, format=np.array(COMPACT_FORMAT), ids=np.array(ids, dtype=str), cms=cms,
+                                    num_classes=np.array(self.num_classes),
+                                    ignore_index=np.array(self.ignore_index))
+
+        path = atomic_write(path, write, overwrite=True)
         return path
 
     @classmethod
