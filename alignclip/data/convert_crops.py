@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -172,41 +173,88 @@ def convert_isprs(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: 
     return count, notes
 
 
+@dataclass(frozen=True)
+class _PaletteCrops:
+    """What differs between the sliding-window colour-label converters (iSAID, UAVid).
+
+    Attributes:
+        img_re: regex on a raw relative path selecting images; its groups, joined by "_", give
+            the key that pairs an image with its label and prefixes its crop names.
+        lab_re: the same for the colour labels.
+        palette: RGB colour -> class id.
+        patch: crop (height, width); smaller images are padded up to it.
+        stride: crop-start step (height, width).
+        label_suffix: label crop file name after ``<key>_<y0>_<y1>_<x0>_<x1>`` (images get .png).
+        missing: the DatasetNotFoundError message when no image is found.
+        unlabelled: (what is missing, the fix) for the DatasetError on images without a label.
+        unknown: (label word, what id 0 means) for the note on colours outside the palette.
+    """
+
+    img_re: re.Pattern
+    lab_re: re.Pattern
+    palette: dict[tuple[int, int, int], int]
+    patch: tuple[int, int]
+    stride: tuple[int, int]
+    label_suffix: str
+    missing: str
+    unlabelled: tuple[str, str]
+    unknown: tuple[str, str]
+
+
+def _convert_palette_crops(spec: _PaletteCrops, base: Path, img_dir: Path, ann_dir: Path,
+                           tmp: Path, skip: Path | None) -> tuple[int, list[str]]:
+    """Gathers image/colour-label pairs under ``base``, decodes, pads and cuts them into crops.
+
+    Returns:
+        ``(number of crops written, notes)``.
+    """
+    img_re, lab_re = spec.img_re, spec.lab_re
+    found = gather_raw(base, lambda rel: bool(img_re.search(rel) or lab_re.search(rel)), tmp,
+                       skip)
+    images, labels = _match(found, img_re), _match(found, lab_re)
+    if not images:
+        raise DatasetNotFoundError(spec.missing)
+    unlabelled = sorted(set(images) - set(labels))
+    if unlabelled:
+        what, fix = spec.unlabelled
+        raise DatasetError(f"{len(unlabelled)} {what} under {base}, e.g. {unlabelled[0]}; {fix}")
+    (ph, pw), (sh, sw) = spec.patch, spec.stride
+    count, notes = 0, []
+    for key in sorted(images):
+        image, ids, unknown = _load_pair(images[key], labels[key], spec.palette)
+        if unknown:
+            word, zero = spec.unknown
+            notes.append(f"{key}: {unknown} {word} pixels of unknown colour set to 0 ({zero})")
+        image, ids = _pad_to(image, ids, ph, pw)
+        h, w = ids.shape
+        count += _write_crops(
+            image, ids, slide_starts(h, ph, sh), slide_starts(w, pw, sw), ph, pw, img_dir,
+            ann_dir,
+            lambda y0, x0, k=key: (f"{k}_{y0}_{y0 + ph}_{x0}_{x0 + pw}.png",
+                                   f"{k}_{y0}_{y0 + ph}_{x0}_{x0 + pw}{spec.label_suffix}"),
+        )
+    return count, notes
+
+
 def convert_isaid(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path,
                   tmp: Path, skip: Path | None = None) -> tuple[int, list[str]]:
     """iSAID val: 896 crops with overlap 384 (stride 512), palette colours -> ids 0-15."""
     params = manifest.conversion.params
     patch, stride = int(params["patch_size"]), int(params["patch_size"]) - int(params["overlap"])
     base = raw / manifest.split if (raw / manifest.split).is_dir() else raw
-    img_re = re.compile(r"(?:^|/)(P\d+)\.png$")
-    lab_re = re.compile(r"(?:^|/)(P\d+)_instance_color_RGB\.png$")
-    found = gather_raw(base, lambda rel: bool(img_re.search(rel) or lab_re.search(rel)), tmp,
-                       skip)
-    images, labels = _match(found, img_re), _match(found, lab_re)
-    if not images:
-        raise DatasetNotFoundError(
-            f"no iSAID images P*.png found under {base}; expected {raw}/{manifest.split}/images/"
-            f"part1.zip and {raw}/{manifest.split}/Semantic_masks/images.zip (or unzipped files)")
-    unlabelled = sorted(set(images) - set(labels))
-    if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} iSAID images have no *_instance_color_RGB.png "
-                           f"mask under {base}, e.g. {unlabelled[0]}; add the iSAID semantic "
-                           "masks (Semantic_masks/images.zip)")
-    count, notes = 0, []
-    for pid in sorted(images):
-        image, ids, unknown = _load_pair(images[pid], labels[pid], ISAID_PALETTE)
-        if unknown:
-            notes.append(f"{pid}: {unknown} mask pixels of unknown colour set to 0 (background)")
-        image, ids = _pad_to(image, ids, patch, patch)
-        h, w = ids.shape
-        count += _write_crops(
-            image, ids, slide_starts(h, patch, stride), slide_starts(w, patch, stride), patch,
-            patch, img_dir, ann_dir,
-            lambda y0, x0, p=pid: (
-                f"{p}_{y0}_{y0 + patch}_{x0}_{x0 + patch}.png",
-                f"{p}_{y0}_{y0 + patch}_{x0}_{x0 + patch}_instance_color_RGB.png"),
-        )
-    return count, notes
+    spec = _PaletteCrops(
+        img_re=re.compile(r"(?:^|/)(P\d+)\.png$"),
+        lab_re=re.compile(r"(?:^|/)(P\d+)_instance_color_RGB\.png$"),
+        palette=ISAID_PALETTE, patch=(patch, patch), stride=(stride, stride),
+        label_suffix="_instance_color_RGB.png",
+        missing=(f"no iSAID images P*.png found under {base}; expected {raw}/{manifest.split}/"
+                 f"images/part1.zip and {raw}/{manifest.split}/Semantic_masks/images.zip (or "
+                 "unzipped files)"),
+        unlabelled=("iSAID images have no *_instance_color_RGB.png mask",
+                    "add the iSAID semantic masks (Semantic_masks/images.zip)"),
+        unknown=("mask", "background"),
+    )
+    return _convert_palette_crops(spec, base, img_dir, ann_dir, tmp, skip)
 
 
 def convert_uavid(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path,
@@ -217,30 +265,15 @@ def convert_uavid(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: 
     overlap = int(params["overlap"])
     sub = raw / params["raw_subdir"]
     base = sub if sub.is_dir() else raw
-    img_re = re.compile(r"(?:^|/)([^/]+)/Images/([^/]+)\.png$")
-    lab_re = re.compile(r"(?:^|/)([^/]+)/Labels/([^/]+)\.png$")
-    found = gather_raw(base, lambda rel: bool(img_re.search(rel) or lab_re.search(rel)), tmp,
-                       skip)
-    images, labels = _match(found, img_re), _match(found, lab_re)
-    if not images:
-        raise DatasetNotFoundError(
-            f"no UAVid frames found under {base}; expected {sub}/<seq>/Images/*.png with "
-            f"{sub}/<seq>/Labels/*.png")
-    unlabelled = sorted(set(images) - set(labels))
-    if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} UAVid frames have no label (<seq>/Labels/<same "
-                           f"name>.png) under {base}, e.g. {unlabelled[0]}; evaluate only "
-                           "sequences with ground truth")
-    count, notes = 0, []
-    for key in sorted(images):  # key = "<seq>_<stem>"
-        image, ids, unknown = _load_pair(images[key], labels[key], UAVID_PALETTE)
-        if unknown:
-            notes.append(f"{key}: {unknown} label pixels of unknown colour set to 0 (clutter)")
-        image, ids = _pad_to(image, ids, ph, pw)
-        h, w = ids.shape
-        count += _write_crops(
-            image, ids, slide_starts(h, ph, ph - overlap), slide_starts(w, pw, pw - overlap), ph,
-            pw, img_dir, ann_dir,
-            lambda y0, x0, k=key: (f"{k}_{y0}_{y0 + ph}_{x0}_{x0 + pw}.png",) * 2,
-        )
-    return count, notes
+    spec = _PaletteCrops(  # keys "<seq>_<stem>"; image and label crops share one name
+        img_re=re.compile(r"(?:^|/)([^/]+)/Images/([^/]+)\.png$"),
+        lab_re=re.compile(r"(?:^|/)([^/]+)/Labels/([^/]+)\.png$"),
+        palette=UAVID_PALETTE, patch=(ph, pw), stride=(ph - overlap, pw - overlap),
+        label_suffix=".png",
+        missing=(f"no UAVid frames found under {base}; expected {sub}/<seq>/Images/*.png with "
+                 f"{sub}/<seq>/Labels/*.png"),
+        unlabelled=("UAVid frames have no label (<seq>/Labels/<same name>.png)",
+                    "evaluate only sequences with ground truth"),
+        unknown=("label", "clutter"),
+    )
+    return _convert_palette_crops(spec, base, img_dir, ann_dir, tmp, skip)
