@@ -8,7 +8,9 @@ and writes its own JSON (:func:`write_notebook_results`).
 
 Profiles: ``smoke`` (default) = tiny random CLIP, random upsampler, tiny VFM, fake data in each dataset's real
 layout, CPU; every number is a *pipeline check*. ``full`` = ViT-B-16/openai, the SegEarth-OV JBU checkpoint, real
-VFMs and the converted datasets under ``data_root/<dataset>``.
+VFMs and the converted datasets under ``data_root/<dataset>``. A notebook declares what it reads with
+``start_study(needs=...)`` (:data:`NEEDS`): only those parameters are required in the ``full`` profile (the cost
+benchmark with random weights needs neither).
 """
 
 from __future__ import annotations
@@ -34,6 +36,9 @@ from .paper import DATASET_KEYS, compare_with_paper
 from .stats import bootstrap_miou, classify_gain, paired_bootstrap
 
 PROFILES = ("smoke", "full")
+#: What a notebook may need in the ``full`` profile: ``data`` (``data_root`` with every dataset converted under
+#: it) and ``weights`` (``upsampler_ckpt``; CLIP and VFM weights come from their own caches).
+NEEDS = ("data", "weights")
 RS_DATASETS = ["openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd"]
 NATURAL_DATASETS = ["cityscapes", "ade20k", "coco_stuff171", "pascal_context59", "pascal_voc20"]
 PAPER_NAME = {v: k for k, v in DATASET_KEYS.items()}
@@ -42,7 +47,8 @@ PIPELINE_BANNER = ("**PIPELINE CHECK — random weights.** This notebook ran in 
                    "test that the code runs end to end; they are **not** reproduced results and say nothing about "
                    "the paper's claims.")
 REAL_BANNER = ("**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler "
-               "{up}, VFM {vfm}) on the converted datasets under `{root}`.")
+               "{up}, VFM {vfm})")
+NO_WEIGHTS_BANNER = "**Full profile, no pretrained checkpoint needed.** This notebook ran in the `full` profile"
 
 
 @dataclass(frozen=True)
@@ -71,6 +77,7 @@ class StudyContext:
     clip_pretrained: str
     upsampler_ckpt: str | None
     vfm_pretrained: str
+    needs: tuple[str, ...] = NEEDS  # what the notebook declared it reads in the full profile (see NEEDS)
 
     @property
     def is_pipeline_check(self) -> bool:
@@ -86,6 +93,8 @@ class StudyContext:
             over = dict(long_side=self.smoke_size, device=self.device)
             over.update(overrides)
             return build_config(preset, dataset=dataset, smoke=True, **over)
+        if self.upsampler_ckpt is None and "upsampler_ckpt" not in overrides and overrides.get("upsampler") != "none":
+            raise ConfigError(_missing_upsampler())  # the notebook declared needs without "weights"; none was given
         over = dict(pretrained=self.clip_pretrained, upsampler_ckpt=self.upsampler_ckpt,
                     vfm_pretrained=self.vfm_pretrained, device=self.device)
         over.update(overrides)
@@ -98,29 +107,51 @@ class StudyContext:
             if not (root / "alignclip_fake.json").is_file():
                 generate_fake_dataset(dataset, root, n_images=self.smoke_images, size=self.smoke_size, seed=0)
             return root
-        assert self.data_root is not None
+        if self.data_root is None:  # the notebook declared needs without "data" and none was given
+            raise DatasetNotFoundError(_missing_data_root())
         return self.data_root / dataset
+
+
+def _missing_data_root() -> str:
+    return ("profile='full' needs data_root: the folder holding one converted dataset per sub-folder (e.g. "
+            "data/potsdam); set it with `-p data_root /path/to/data` (see book/setup.md)")
+
+
+def _missing_upsampler() -> str:
+    return ("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt (SegEarth-OV "
+            "repository); set it with `-p upsampler_ckpt /path/to/xclip_jbu_one_million_aid.ckpt`, or "
+            "`-p upsampler_ckpt none` for a random upsampler")
 
 
 def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, output_dir: str | Path = "results",
                 data_root: str | Path | None = None, device: str = "auto", limit: int | None = None,
                 n_boot: int = 1000, smoke_images: int = 3, smoke_size: int = 96, clip_pretrained: str = "openai",
-                upsampler_ckpt: str | None = None, vfm_pretrained: str = "default") -> StudyContext:
+                upsampler_ckpt: str | None = None, vfm_pretrained: str = "default",
+                needs: Sequence[str] = NEEDS) -> StudyContext:
     """Validate a notebook's parameters; one clear line when anything is wrong.
 
-    In the ``full`` profile every dataset must exist under ``data_root/<name>`` and the upsampler checkpoint must be
-    given (a path, or ``"none"`` to run with a random upsampler on purpose).
+    Args:
+        needs: what the notebook reads in the ``full`` profile, a subset of :data:`NEEDS` (default: both).
+            With ``"data"``, every dataset must exist under ``data_root/<name>``; with ``"weights"``, the upsampler
+            checkpoint must be given (a path, or ``"none"`` to run with a random upsampler on purpose). A notebook
+            that needs neither (the cost benchmark with random weights) runs with no data_root and no checkpoint.
+            The ``smoke`` profile needs nothing.
     """
     for name, value, types in (("profile", profile, str), ("datasets", datasets, (list, tuple, type(None))),
                                ("output_dir", output_dir, (str, Path)), ("data_root", data_root, (str, Path, type(None))),
                                ("device", device, str), ("limit", limit, (int, type(None))), ("n_boot", n_boot, int),
                                ("smoke_images", smoke_images, int), ("smoke_size", smoke_size, int),
-                               ("upsampler_ckpt", upsampler_ckpt, (str, type(None)))):
+                               ("upsampler_ckpt", upsampler_ckpt, (str, type(None))), ("needs", needs, (list, tuple))):
         if not isinstance(value, types) or isinstance(value, bool):
             expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             raise ConfigError(f"parameter {name}={value!r} has the wrong type; expected {expected}")
     if profile not in PROFILES:
         raise ConfigError(f"profile={profile!r} is not valid; choose one of {', '.join(PROFILES)}")
+    unknown_needs = [n for n in needs if n not in NEEDS]
+    if unknown_needs:
+        raise ConfigError(f"needs={tuple(needs)!r}: unknown {', '.join(map(repr, unknown_needs))}; choose from "
+                          f"{', '.join(NEEDS)} (or none)")
+    needs = tuple(n for n in NEEDS if n in needs)
     datasets = tuple(RS_DATASETS if datasets is None else datasets)
     known = set(list_datasets())
     bad = [d for d in datasets if d not in known]
@@ -131,25 +162,23 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
     if limit is not None and int(limit) < 1:
         raise ConfigError(f"limit={limit} must be a positive number of images, or 0 for all")
     root = Path(data_root) if data_root else None
-    if profile == "full":
+    if profile == "full" and "data" in needs:
         if root is None:
-            raise DatasetNotFoundError("profile='full' needs data_root: the folder holding one converted dataset per "
-                                       "sub-folder (e.g. data/potsdam); see book/setup.md")
+            raise DatasetNotFoundError(_missing_data_root())
         missing = [d for d in datasets if not (root / d).is_dir()]
         if missing:
             m = load_manifest(missing[0])
             raise DatasetNotFoundError(f"dataset folder {root / missing[0]} not found (missing: {', '.join(missing)});"
                                        f" convert it with `alignclip data prepare {missing[0]} --raw DIR --out "
                                        f"{root / missing[0]}` (manifest {m.path.name})")
-        if upsampler_ckpt is None:
-            raise ConfigError("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt "
-                              "(SegEarth-OV repository), or 'none' for a random upsampler")
+    if profile == "full" and "weights" in needs and upsampler_ckpt is None:
+        raise ConfigError(_missing_upsampler())
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if profile == "smoke":
         torch.set_num_threads(1)  # tiny models: one thread is several times faster, and results are identical
     return StudyContext(profile, datasets, out, root, device, None if limit is None else int(limit), int(n_boot),
-                        int(smoke_images), int(smoke_size), clip_pretrained, upsampler_ckpt, vfm_pretrained)
+                        int(smoke_images), int(smoke_size), clip_pretrained, upsampler_ckpt, vfm_pretrained, needs)
 
 
 def banner(ctx: StudyContext):
@@ -159,8 +188,9 @@ def banner(ctx: StudyContext):
     if ctx.is_pipeline_check:
         text = PIPELINE_BANNER
     else:
-        text = REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained,
-                                  root=ctx.data_root)
+        text = (REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained)
+                if "weights" in ctx.needs else NO_WEIGHTS_BANNER)
+        text += f" on the converted datasets under `{ctx.data_root}`." if "data" in ctx.needs else "; it reads no dataset."
     return Markdown(f"> {text}")
 
 

@@ -42,6 +42,50 @@ def test_bad_parameters_one_line(tmp_path):
         start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
 
 
+def test_full_profile_checks_only_what_the_notebook_needs(tmp_path):
+    from alignclip.study import banner
+
+    # the cost benchmark with random weights: no data_root, no checkpoint
+    ctx = start_study(profile="full", datasets=[], output_dir=tmp_path, needs=())
+    assert ctx.needs == () and ctx.data_root is None and ctx.upsampler_ckpt is None
+    assert "reads no dataset" in banner(ctx).data and "`None`" not in banner(ctx).data
+    with pytest.raises(DatasetNotFoundError, match="needs data_root"):
+        ctx.dataset_root("potsdam")  # a notebook that reads data anyway gets the same one-line error
+    with pytest.raises(ConfigError, match="needs upsampler_ckpt"):
+        ctx.config("segearth-ov", "potsdam")
+    # weights only: data_root not required, upsampler_ckpt is
+    ctx = start_study(profile="full", datasets=[], output_dir=tmp_path, needs=("weights",), upsampler_ckpt="none")
+    assert ctx.needs == ("weights",) and ctx.data_root is None
+    assert "Real pretrained weights" in banner(ctx).data and "reads no dataset" in banner(ctx).data
+    with pytest.raises(ConfigError) as err:
+        start_study(profile="full", datasets=["potsdam"], output_dir=tmp_path, needs=["weights"])
+    msg = str(err.value)
+    assert "\n" not in msg and "upsampler_ckpt" in msg and "-p upsampler_ckpt /path/to/" in msg
+    # data only: upsampler_ckpt not required, data_root is
+    (tmp_path / "potsdam").mkdir()
+    ctx = start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path, needs=["data"])
+    assert ctx.needs == ("data",) and ctx.dataset_root("potsdam") == tmp_path / "potsdam"
+    with pytest.raises(DatasetNotFoundError) as err:
+        start_study(profile="full", datasets=["potsdam"], output_dir=tmp_path, needs=["data"])
+    msg = str(err.value)
+    assert "\n" not in msg and "data_root" in msg and "-p data_root /path/to/data" in msg
+    # default: both (existing notebooks unchanged)
+    with pytest.raises(DatasetNotFoundError, match="-p data_root"):
+        start_study(profile="full", datasets=["potsdam"], output_dir=tmp_path)
+    with pytest.raises(ConfigError, match="-p upsampler_ckpt"):
+        start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
+    both = start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path,
+                       upsampler_ckpt="none")
+    assert both.needs == ("data", "weights")
+    assert f"datasets under `{tmp_path}`" in banner(both).data
+    # the smoke profile needs nothing whatever is declared; unknown needs are named
+    assert start_study(output_dir=tmp_path, datasets=["potsdam"], needs=("data", "weights")).is_pipeline_check
+    with pytest.raises(ConfigError, match="unknown 'model'; choose from data, weights"):
+        start_study(output_dir=tmp_path, needs=("model",))
+    with pytest.raises(ConfigError, match="needs='data' has the wrong type"):
+        start_study(output_dir=tmp_path, needs="data")
+
+
 def test_unknown_preset_fails_before_any_run(ctx):
     from alignclip.study import Run
 
