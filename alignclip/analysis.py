@@ -35,7 +35,7 @@ from .config import SegmentorConfig
 from .data import open_dataset
 from .errors import InputError
 from .imageio import resize_long_side
-from .segmentor import resolve_device, resolve_dtype
+from .segmentor import resolve_device, resolve_dtype, resolve_window_batch
 from .stats import classify_gain
 from .windows import extract_windows, pad_to_multiple, window_boxes
 
@@ -100,8 +100,9 @@ def _image_features(clip: ClipBundle, cfg: SegmentorConfig, image: np.ndarray, l
     keep &= (major != IGNORE) & (share >= purity)
     autocast = resolve_dtype(cfg.precision, device)
     feats = []
-    for i in range(0, len(boxes), cfg.window_batch):  # bounded batches of windows
-        crops = F.pad(extract_windows(x, boxes[i:i + cfg.window_batch]), (left, right, top, bottom))
+    batch = resolve_window_batch(cfg.window_batch, device)
+    for i in range(0, len(boxes), batch):  # bounded batches of windows
+        crops = F.pad(extract_windows(x, boxes[i:i + batch]), (left, right, top, bottom))
         with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
             patch, _ = dense_features(clip.model.visual, crops, cfg.attention, cfg.drop_residual, cfg.naclip_std)
         feats.append(F.normalize(patch.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, patch.shape[1]).cpu())

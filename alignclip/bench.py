@@ -14,9 +14,12 @@ preset alike. Per preset it reports:
   ``ru_maxrss`` is not used: it never decreases, so after a heavier preset it would hide a lighter one's peak.
 - ``gflop_per_image``: matmul/conv/attention FLOPs executed for one image, counted with
   :class:`torch.utils.flop_counter.FlopCounterMode` (elementwise work is not counted); split into the CLIP image
-  encoder, upsampler, VFM and the rest (K-Means, propagation, logits). ``ref_upsampler_gflop`` counts the upsampler alone
-  on the image's windows with its exact shortcuts off (``fold_final_proj=False, operator_matmul=False``: the
-  reference order). Executed FLOPs include the zero taps of the upsampler's dense per-tile kernels.
+  encoder, upsampler, VFM and the rest (K-Means, propagation, logits). Executed FLOPs include the zero taps of the
+  upsampler's dense per-tile kernels. ``ref_upsampler_gflop`` counts the upsampler in SegEarth-OV's order from its architecture (useful taps only, the
+  final 1x1 conv at full resolution), the work the original algorithm needs.
+- ``reference_gflop_per_image``: the executed FLOPs with the upsampler's replaced by ``ref_upsampler_gflop``, and
+  ``reference_efficiency`` = that work per second / the matmul rate: how fast the reference algorithm's work gets
+  done (the exact reorderings of the upsampler make it larger than ``efficiency``).
 - ``achieved_gflops`` = GFLOP / seconds per image and ``efficiency`` = achieved / the dense fp32 matmul rate measured
   in the same process (a 2048³ matmul timed before and after the presets).
 """
@@ -144,12 +147,13 @@ def build_segmentors(configs: dict[str, SegmentorConfig], classes: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------------------- runs
-def _time_predict(seg: Segmentor, image: np.ndarray, meter: PeakMemory) -> tuple[float, float]:
+def _time_predict(seg: Segmentor, image: np.ndarray, meter: PeakMemory,
+                  keep_logits: bool = True) -> tuple[float, float]:
     """(milliseconds, activation MB) of one prediction."""
     with meter.measure():
         _sync(seg.device)
         t0 = time.perf_counter()
-        seg.predict(image)
+        seg.predict(image, keep_logits=keep_logits)
         _sync(seg.device)
         ms = 1e3 * (time.perf_counter() - t0)
     return ms, meter.peak_bytes / _MB
@@ -235,13 +239,17 @@ def run_bench(presets: Sequence[str] = DEFAULT_PRESETS, *, configs: dict[str, Se
         activation_mb = max(acts[label])
         h, w = seg.preprocess(pics[0]).shape[-2:]
         achieved = flops["total"] / (ms / 1e3)
+        # the work of the reference algorithm: executed FLOPs with the upsampler's replaced by its reference count
+        ref_total = None if not reference_flops else flops["total"] - flops["upsampler"] + (ref_up or 0.0)
         records.append(dict(
             preset=label, ms_per_image=ms, ms_all=times[label], peak_mem_mb=weights_mb + activation_mb,
             weights_mb=weights_mb, activation_mb=activation_mb, gflop_per_image=flops["total"],
             gflop_clip=flops["clip"], gflop_upsampler=flops["upsampler"], gflop_vfm=flops["vfm"],
             gflop_rest=flops["rest"],
             ref_upsampler_gflop=ref_up, achieved_gflops=achieved, efficiency=achieved / rate,
-            n_windows=len(window_boxes(h, w, seg.config.crop, seg.config.stride)),
+            reference_gflop_per_image=ref_total,
+            reference_efficiency=None if ref_total is None else ref_total / (ms / 1e3) / rate,
+            n_windows=len(window_boxes(h, w, seg.config.crop, seg.config.stride)), window_batch=seg.window_batch,
             host_syncs_per_image=host_syncs(seg, pics[0]),
             breakdown_ms=time_breakdown(seg, pics[0]) if breakdown else None,
             precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(seg.autocast_dtype, "fp32"),
@@ -268,7 +276,7 @@ def _memory_method(meter: PeakMemory) -> str:
 def growth(preset: str = "segearth-ov", sizes: Sequence[int] = GROWTH_SIZES, *,
            config: SegmentorConfig | None = None, smoke: bool = False,
            random_weights: bool = False, classes: Sequence[str] = DEFAULT_CLASSES, repeats: int = 1,
-           log: Callable[[str], None] | None = None, **overrides: Any) -> pd.DataFrame:
+           keep_logits: bool = False, log: Callable[[str], None] | None = None, **overrides: Any) -> pd.DataFrame:
     """Time and memory of one preset on square images of growing side, without resizing (``long_side=None``).
 
     Args:
@@ -277,12 +285,17 @@ def growth(preset: str = "segearth-ov", sizes: Sequence[int] = GROWTH_SIZES, *,
             set to None).
         sizes: image sides in pixels (the long side; images are square).
         repeats: timed runs per size (median), after one untimed run at the smallest size.
+        keep_logits: measure :meth:`Segmentor.predict` keeping the full logits (False: labels written band by band,
+            as ``alignclip segment`` does, so memory does not grow with the image).
         overrides: config fields (e.g. ``device``, ``window_batch``).
 
     Returns:
         One row per size: ``long_side, crop, stride, window_batch, n_windows, ms_per_image, ms_per_window, activation_mb, weights_mb,
-        peak_mem_mb, image_buffers_mb`` (the buffers that grow with the pixels: the ``[Q, H, W]`` logit
-        accumulator, the ``[H, W]`` count map and the ``[3, H, W]`` float image, fp32).
+        peak_mem_mb, image_buffers_mb, keep_logits`` (``image_buffers_mb``: the buffers of
+        :meth:`Segmentor.predict` that grow with the pixels: the ``[H, W]`` uint8 label map, plus the ``[Q, H, W]``
+        fp32 logits with ``keep_logits``; the windows stream in bands of rows and are normalised on demand, so
+        neither a count map nor a float image of the whole tile exists).
+        ``window_batch`` is the resolved number (``"auto"`` → 1 on CPU, 32 on GPU).
     """
     if repeats < 1 or not sizes:
         raise ConfigError(f"growth needs sizes and repeats >= 1, got sizes={list(sizes)}, repeats={repeats}")
@@ -299,13 +312,14 @@ def growth(preset: str = "segearth-ov", sizes: Sequence[int] = GROWTH_SIZES, *,
     rows = []
     for side in sizes:
         image = bench_images(1, side, seed=1)[0]
-        runs = [_time_predict(seg, image, meter) for _ in range(repeats)]
+        runs = [_time_predict(seg, image, meter, keep_logits) for _ in range(repeats)]
         ms = statistics.median(r[0] for r in runs)
         act = max(r[1] for r in runs)
         n_windows = len(window_boxes(side, side, seg.config.crop, seg.config.stride))
         rows.append(dict(preset=preset, long_side=side, crop=seg.config.crop, stride=seg.config.stride,
-                         window_batch=seg.config.window_batch, n_windows=n_windows, ms_per_image=ms,
+                         window_batch=seg.window_batch, n_windows=n_windows, ms_per_image=ms,
                          ms_per_window=ms / n_windows, activation_mb=act, weights_mb=weights_mb,
-                         peak_mem_mb=weights_mb + act, image_buffers_mb=side * side * 4 * (n_queries + 4) / _MB))
+                         peak_mem_mb=weights_mb + act, keep_logits=keep_logits,
+                         image_buffers_mb=side * side * (4 * n_queries * keep_logits + 1) / _MB))
         say(f"  {preset} {side}x{side}: {n_windows} windows, {ms:.0f} ms, +{act:.0f} MB")
     return pd.DataFrame(rows)

@@ -168,28 +168,22 @@ def count_flops(seg: Segmentor, image: np.ndarray) -> dict[str, float]:
 
 
 def reference_upsampler_gflop(seg: Segmentor, image: np.ndarray) -> float | None:
-    """Upsampler GFLOP per image with its exact shortcuts off (the reference order), or None without upsampler.
+    """Upsampler GFLOP per image in the reference order (SegEarth-OV's code, no shortcut), or None without one.
 
-    Only the upsampler runs, once on all the image's windows (random features and guidance of the windows'
-    padded shapes: its FLOPs depend on the shapes only), via ``forward(..., fold_final_proj=False,
-    operator_matmul=False)``.
+    Counted from the architecture (:meth:`~alignclip.upsampler.JBUOne.reference_flops`: 1x1 convs, neighbour dot
+    products, adaptive convolutions with their useful taps only, the final 1x1 conv at full resolution) for the
+    image's windows: the work the original algorithm needs, whatever this package executes instead.
     """
     up = seg.upsampler
-    if up is None or not hasattr(up, "fold_final_proj"):
+    if up is None or not hasattr(up, "reference_flops"):
         return None
     c = seg.config
     height, width = seg.preprocess(image).shape[-2:]
     n = len(window_boxes(height, width, c.crop, c.stride))
     wh, ww = window_size(height, width, c.crop)
     left, right, top, bottom = pad_to_multiple(wh, ww, seg.clip.patch_size)
-    ph, pw = wh + top + bottom, ww + left + right
     p = seg.clip.patch_size
-    gen = torch.Generator(device="cpu").manual_seed(0)
-    source = torch.randn(n, seg.clip.embed_dim, ph // p, pw // p, generator=gen).to(seg.device)
-    guidance = torch.randn(n, 3, ph, pw, generator=gen).to(seg.device)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        up(source, guidance, fold_final_proj=False, operator_matmul=False)
-    return float(counter.get_total_flops()) / 1e9
+    return up.reference_flops(n, (wh + top + bottom) // p, (ww + left + right) // p) / 1e9
 
 
 def host_syncs(seg: Segmentor, image: np.ndarray) -> int | None:

@@ -25,14 +25,16 @@ PAPER_ROWS = {
     "alignclip-s": "AlignCLIP-S",
 }
 BASELINE = "segearth-ov"
+EFFICIENCY_TARGET = "segearth-ov efficiency (reference GFLOP/s / matmul GFLOP/s)"
 FRAME_COLUMNS = ["preset", "n_windows", "ms_per_image", "peak_mem_mb", "weights_mb", "activation_mb",
                  "gflop_per_image", "gflop_clip", "gflop_upsampler", "gflop_vfm", "gflop_rest", "ref_upsampler_gflop",
-                 "achieved_gflops", "efficiency", "ms_ratio", "mem_ratio", "gflop_ratio"]
+                 "reference_gflop_per_image", "achieved_gflops", "efficiency", "reference_efficiency", "ms_ratio",
+                 "mem_ratio", "gflop_ratio"]
 
 
 def bench_frame(result: dict[str, Any]) -> pd.DataFrame:
     """One row per preset with the numeric fields of a bench result (ratios relative to the first preset)."""
-    return pd.DataFrame(result["presets"])[FRAME_COLUMNS]
+    return pd.DataFrame(result["presets"]).reindex(columns=FRAME_COLUMNS)  # older files lack the reference fields
 
 
 def _baseline(result: dict[str, Any]) -> dict[str, Any]:
@@ -82,7 +84,9 @@ def table11_comparison(result: dict[str, Any]) -> pd.DataFrame:
 def check_targets(result: dict[str, Any], pipeline_check: bool = False) -> pd.DataFrame:
     """The CPU targets of the compute-cost issue, each with its measured value, threshold and verdict.
 
-    - SegEarth-OV reaches >= 70 % of the dense matmul rate (executed FLOPs / time);
+    - SegEarth-OV reaches >= 70 % of the dense matmul rate, counting the reference algorithm's FLOPs (CLIP as
+      executed, the upsampler in SegEarth-OV's order: the issue's 36 + 39 GFLOP per window; decision D27; the
+      executed FLOPs' ``efficiency`` when the result has no reference count);
     - SegEarth-OV peak memory <= 3 GB;
     - SGA costs <= 3 % time over SegEarth-OV;
     - CCE's time ratio <= its FLOP ratio + 0.10 (it costs no more than its VFM's share of the FLOPs plus 10 %);
@@ -94,7 +98,8 @@ def check_targets(result: dict[str, Any], pipeline_check: bool = False) -> pd.Da
     base = recs.get(BASELINE)
     if base is None:
         return pd.DataFrame(columns=["target", "value", "threshold", "met", "verdict"])
-    rows = [("segearth-ov efficiency (achieved / matmul GFLOP/s)", base["efficiency"], 0.70, ">="),
+    reference = base.get("reference_efficiency")
+    rows = [(EFFICIENCY_TARGET, base["efficiency"] if reference is None else reference, 0.70, ">="),
             ("segearth-ov peak memory (MB)", base["peak_mem_mb"], 3072.0, "<=")]
     if "segearth-ov+sga" in recs:
         rows.append(("sga time ratio", recs["segearth-ov+sga"]["ms_per_image"] / base["ms_per_image"], 1.03, "<="))
@@ -213,17 +218,18 @@ SMOKE_GROWTH_SIZES = (48, 96, 192, 384)  # 1, 9, 49, 225 windows, as 224, 448, 8
 WEIGHTS = ("random", "released")
 
 
-def study_configs(ctx, presets, weights: str = "random", window_batch: int = 0) -> dict:
+def study_configs(ctx, presets, weights: str = "random", window_batch: int | str = 0) -> dict:
     """``{preset spec: config}`` of a study context (smoke: tiny models in the 9-window layout; full: real sizes,
-    random weights unless ``weights="released"``: the cost is the same). ``window_batch`` > 0 overrides the
-    windows per forward (1 = one window at a time, as the reference code's slide inference)."""
+    random weights unless ``weights="released"``: the cost is the same). ``window_batch`` > 0 or ``"auto"``
+    overrides the windows per forward (1 = one window at a time, as the reference code's slide inference); 0
+    leaves the config's (``"auto"`` by default: 1 on CPU, 32 on GPU, resolved by the segmentor)."""
     from .bench import bench_configs
 
     if weights not in WEIGHTS:
         raise ConfigError(f"weights={weights!r} is not valid; choose one of {', '.join(WEIGHTS)}")
     over: dict[str, Any] = {"device": ctx.device}
     if window_batch:
-        over["window_batch"] = int(window_batch)
+        over["window_batch"] = window_batch if window_batch == "auto" else int(window_batch)
     if ctx.is_pipeline_check:
         return bench_configs(presets, smoke=True, **SMOKE_GEOMETRY, **over)
     if weights == "random":
@@ -233,7 +239,7 @@ def study_configs(ctx, presets, weights: str = "random", window_batch: int = 0) 
 
 
 def study_bench(ctx, presets, images: int = 3, size: int = 448, weights: str = "random",
-                bench_json: str = "", window_batch: int = 0) -> dict[str, Any]:
+                bench_json: str = "", window_batch: int | str = 0) -> dict[str, Any]:
     """Run the benchmark for a notebook, or (full profile) read an ``alignclip bench`` JSON given as ``bench_json``."""
     from .bench import run_bench
 
@@ -252,7 +258,7 @@ def study_bench(ctx, presets, images: int = 3, size: int = 448, weights: str = "
                      size=SMOKE_SIZE if ctx.is_pipeline_check else size)
 
 
-def study_growth(ctx, preset: str, sizes, weights: str = "random", window_batch: int = 0) -> pd.DataFrame:
+def study_growth(ctx, preset: str, sizes, weights: str = "random", window_batch: int | str = 0) -> pd.DataFrame:
     """:func:`alignclip.bench.growth` for a notebook (smoke: :data:`SMOKE_GROWTH_SIZES` with the tiny models)."""
     from .bench import growth
 

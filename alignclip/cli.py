@@ -56,6 +56,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--upsampler-ckpt", help="upsampler checkpoint path, or none for random weights")
     g.add_argument("--vfm", help="VFM for CCE: dino_vitb16, dino_vitb8, sam_vitb, tiny")
     g.add_argument("--vfm-pretrained", help="default (timm tag via the HF cache), a local file, or none")
+    g.add_argument("--vfm-resolution", choices=["window", "native"], help="VFM input per window: the window's "
+                   "own size (default) or the VFM's training size where it has one (SAM 1024²)")
     g.add_argument("--templates", help="openai, remote-sensing, or a file with one template per line")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable), "
@@ -66,8 +68,8 @@ def config_from_args(args: argparse.Namespace, dataset: str | None = None):
     from .config import build_config
 
     over = {}
-    for flag in ("backbone", "pretrained", "upsampler", "upsampler_ckpt", "vfm", "vfm_pretrained", "templates",
-                 "device"):
+    for flag in ("backbone", "pretrained", "upsampler", "upsampler_ckpt", "vfm", "vfm_pretrained", "vfm_resolution",
+                 "templates", "device"):
         value = getattr(args, flag, None)
         if value is not None:
             over[flag] = value
@@ -97,7 +99,7 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg = Segmentor(config, classes)
     if seg.is_random:
         print(PIPELINE_CHECK_NOTE.format(what=json.dumps(seg.weights_identity())), file=sys.stderr)
-    labels = seg.segment(image)
+    labels = seg.predict(image, keep_logits=False).labels  # only labels are written: bounded memory on huge tiles
     if args.out:
         write_mask(args.out, labels, meta=meta, overwrite=args.force)
         print(f"mask written to {args.out} ({labels.shape[1]}x{labels.shape[0]}, classes 0..{len(classes) - 1})")

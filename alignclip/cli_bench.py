@@ -53,7 +53,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     result["targets"] = targets.to_dict(orient="records")
     write_json(args.json, result, overwrite=args.force)
     frame = bench_frame(result)[["preset", "ms_per_image", "peak_mem_mb", "gflop_per_image", "achieved_gflops",
-                                 "efficiency", "ms_ratio", "mem_ratio"]]
+                                 "efficiency", "reference_efficiency", "ms_ratio", "mem_ratio"]]
     print(frame.round(2).to_string(index=False))
     print(f"dense fp32 matmul: {result['matmul_gflops']['mean']:.1f} GFLOP/s on {result['environment']['device_name']}")
     if any(r["random_weights"] for r in result["presets"]):

@@ -20,6 +20,7 @@ UPSAMPLERS = ("jbu_one", "jbu_stack", "none")
 SGA_SOURCES = ("patch", "upsampled")
 SGA_SCOPES = ("window", "image")
 GRID_ALIGNS = ("vfm", "clip")
+VFM_RESOLUTIONS = ("window", "native")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
@@ -40,7 +41,9 @@ class SegmentorConfig:
     long_side: int | None = 448  # resize so the long side is this (None: keep the input size)
     crop: int = 224
     stride: int = 112
-    window_batch: int = 32  # windows per forward; bounds memory on huge images
+    # windows per forward: "auto" = 1 on CPU (faster and lighter there), 32 on CUDA or any other accelerator
+    # (resolved by alignclip.segmentor.resolve_window_batch), or an int >= 1
+    window_batch: int | str = "auto"
     # --- upsampler (Sec. 3.4)
     upsampler: str = "jbu_one"  # "jbu_one", "jbu_stack" or "none"
     upsampler_ckpt: str | None = None  # checkpoint path; "none" = random weights (explicit pipeline check)
@@ -60,6 +63,9 @@ class SegmentorConfig:
     kmeans_init: int = 4
     affinity: str = "attention"  # A of Eq. 11: VFM last-layer "attention" or "cosine" similarity of features
     grid_align: str = "vfm"  # propagate on the "vfm" grid (CLIP logits resized to it) or the "clip" grid
+    # VFM input per window: the window's own "window" size (SAM 14x14 grid at 224) or the VFM's "native" training
+    # size where it has one (SAM 1024², 64x64 grid; DINO has none: same as "window"); grid_align="clip" overrides it
+    vfm_resolution: str = "window"
     beta: float = 0.3  # fusion weight of Eq. 14 (Table 6 per dataset)
     # --- post-processing
     logit_scale: float = 50.0
@@ -77,6 +83,7 @@ class SegmentorConfig:
         _choice("sga_scope", self.sga_scope, SGA_SCOPES)
         _choice("affinity", self.affinity, AFFINITIES)
         _choice("grid_align", self.grid_align, GRID_ALIGNS)
+        _choice("vfm_resolution", self.vfm_resolution, VFM_RESOLUTIONS)
         _choice("precision", self.precision, PRECISIONS)
         for name in ("alpha", "beta"):
             v = getattr(self, name)
@@ -84,7 +91,10 @@ class SegmentorConfig:
                 raise ConfigError(f"{name}={v} is outside [0, 1]; set {name} to a value between 0 and 1")
         if not 0.0 <= self.prob_thd <= 1.0:
             raise ConfigError(f"prob_thd={self.prob_thd} is outside [0, 1]")
-        for name in ("n_clusters", "top_n", "crop", "stride", "window_batch", "kmeans_iters", "kmeans_init"):
+        wb = self.window_batch
+        if wb != "auto" and (isinstance(wb, bool) or not isinstance(wb, int) or wb < 1):
+            raise ConfigError(f"window_batch={wb!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an int >= 1")
+        for name in ("n_clusters", "top_n", "crop", "stride", "kmeans_iters", "kmeans_init"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
         if self.stride > self.crop:

@@ -9,7 +9,7 @@ count-averaged logits → bilinear resize to the input size (in row strips) → 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -22,6 +22,7 @@ from .cce import cosine_affinity, fuse_logits, propagate_within_clusters
 from .config import SegmentorConfig
 from .errors import ConfigError, InputError
 from .imageio import resize_long_side
+from .jbu_ops import FactoredFeatures, cosine_logits
 from .kmeans import kmeans
 from .postprocess import class_probabilities, predict_labels
 from .resize import bilinear_rows
@@ -30,13 +31,7 @@ from .templates import get_templates
 from .text import ClassQueries, build_text_embeddings, parse_classes
 from .upsampler import build_upsampler
 from .vfm import create_vfm
-from .windows import (
-    accumulate_windows,
-    extract_windows,
-    pad_to_multiple,
-    window_boxes,
-    window_counts,
-)
+from .windows import Region, pad_to_multiple, stream_windows, window_batches, window_boxes
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +53,24 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
     return {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
 
 
+def resolve_window_batch(window_batch: int | str, device: torch.device | str) -> int:
+    """Windows per forward: ``"auto"`` → 1 on CPU (faster and lighter there), 32 on CUDA or any other accelerator
+    (batching the windows fills the device); an int ``>= 1`` is kept."""
+    if window_batch == "auto":
+        return 1 if torch.device(device).type == "cpu" else 32
+    if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
+        raise ConfigError(f"window_batch={window_batch!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an "
+                          f"int >= 1")
+    return window_batch
+
+
 @dataclass
 class Prediction:
     """Output of :meth:`Segmentor.predict`."""
 
     labels: np.ndarray  # [H0, W0] class indices at the input's size
-    logits: torch.Tensor  # [Q, H, W] count-averaged query logits at the processing size (after resize)
+    logits: torch.Tensor | None  # [Q, H, W] count-averaged query logits at the processing size (after resize);
+    # None from predict(..., keep_logits=False)
 
 
 _MODEL_CACHE: dict[tuple, object] = {}
@@ -98,6 +105,7 @@ class Segmentor:
     def __init__(self, config: SegmentorConfig, class_names: Sequence[str], clip: ClipBundle | None = None):
         self.config = config
         self.device = resolve_device(config.device)
+        self.window_batch = resolve_window_batch(config.window_batch, self.device)  # windows per forward
         self.autocast_dtype = resolve_dtype(config.precision, self.device)
         self.classes: ClassQueries = parse_classes(class_names)
         if not 0 <= config.bg_idx < self.classes.num_classes:
@@ -157,14 +165,24 @@ class Segmentor:
 
     def preprocess(self, image: np.ndarray) -> torch.Tensor:
         """``[H0, W0, 3]`` uint8 RGB → ``[3, H, W]`` float, resized (long side) and CLIP-normalised."""
+        resized = self._resized(image)
+        return self._normaliser(resized)(0, resized.shape[0], 0, resized.shape[1])
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        """The checked ``[H, W, 3]`` uint8 image at the processing size (long side resized; no copy without)."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             shape = getattr(image, "shape", None)
             raise InputError(f"expected an RGB uint8 array [H, W, 3], got {type(image).__name__} {shape}; read images "
                              f"with alignclip.imageio.read_image")
         if self.config.long_side is not None:
             image = resize_long_side(image, self.config.long_side)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1).float()
-        return (x - self._mean) / self._std
+        return image
+
+    def _normaliser(self, image: np.ndarray) -> Region:
+        """``(y1, y2, x1, x2)`` → ``[3, y2 - y1, x2 - x1]`` CLIP-normalised float pixels of a uint8 ``[H, W, 3]``
+        image, computed on demand: only the uint8 image is held on the device, never the whole image as float."""
+        pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)  # [3, H, W] uint8
+        return lambda y1, y2, x1, x2: (pixels[:, y1:y2, x1:x2].float() - self._mean) / self._std
 
     def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``)."""
@@ -175,23 +193,29 @@ class Segmentor:
             patch, cls = dense_features(self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std)
         return x, patch.float(), cls.float()
 
-    def _upsample(self, patch: torch.Tensor, x: torch.Tensor) -> torch.Tensor | None:
+    def _upsample(self, patch: torch.Tensor, x: torch.Tensor,
+                  factored: bool = False) -> torch.Tensor | FactoredFeatures | None:
+        """Upsampled features ``[B, D, H, W]`` of the padded windows ``x``, or their factored form (exact, cheaper
+        for cosine logits; see :class:`~alignclip.jbu_ops.FactoredFeatures`) when ``factored`` and available."""
         if self.upsampler is None:
             return None
         with self._autocast():
-            up = self.upsampler(patch, x)
+            up = self.upsampler(patch, x, factored=factored)
         up = up.float()
-        if up.shape[-2:] != x.shape[-2:]:
-            up = F.interpolate(up, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        if tuple(up.shape[-2:]) != tuple(x.shape[-2:]):
+            dense = up.dense() if isinstance(up, FactoredFeatures) else up
+            up = F.interpolate(dense, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return up
 
-    def _aligned_text(self, patch: torch.Tensor, up: torch.Tensor | None) -> torch.Tensor:
+    def _aligned_text(self, patch: torch.Tensor, up: torch.Tensor | FactoredFeatures | None) -> torch.Tensor:
         """SGA per window: ``[B, Q, D]`` (Eq. 5-7), or T expanded when SGA is off."""
         c = self.config
         t = self.text_embeds
         if not c.sga:
             return t.expand(patch.shape[0], -1, -1)
         src = up if c.sga_source == "upsampled" else patch
+        if isinstance(src, FactoredFeatures):
+            src = src.dense()
         if src is None:
             raise ConfigError("sga_source='upsampled' needs an upsampler; set upsampler or sga_source='patch'")
         return self_guided_alignment(src.flatten(2).transpose(1, 2), t, c.alpha, c.top_n)
@@ -200,7 +224,8 @@ class Segmentor:
         """CCE-refined logits Ŝ ``[B, Q, hv, wv]`` from patch logits S' ``[B, Q, h, w]`` (Eq. 9-12)."""
         c = self.config
         vfm = self.vfm
-        size = None if c.grid_align == "vfm" else patch_logits.shape[-1] * vfm.patch_size
+        size = (tuple(g * vfm.patch_size for g in patch_logits.shape[-2:]) if c.grid_align == "clip"
+                else vfm.native_size if c.vfm_resolution == "native" else None)  # None: the window's size
         with self._autocast():
             feats, attn = vfm(vfm.prepare(x, self.clip.mean, self.clip.std, size))
         feats, attn = feats.float(), attn.float()
@@ -227,12 +252,12 @@ class Segmentor:
         c = self.config
         h, w = crops.shape[-2:]
         x, patch, cls = self._encode(crops)
-        up = self._upsample(patch, x)
+        up = self._upsample(patch, x, factored=True)
         t = self._aligned_text(patch, up) if text is None else text.expand(patch.shape[0], -1, -1)
         p = F.normalize(patch, dim=1)
         patch_logits = torch.einsum("bdhw,bqd->bqhw", p, t)  # S' (Eq. 8)
         if up is not None:
-            logits = torch.einsum("bdhw,bqd->bqhw", F.normalize(up, dim=1), t)  # S_up (Eq. 13)
+            logits = cosine_logits(up, t)  # S_up (Eq. 13)
         else:
             logits = F.interpolate(patch_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
         if c.cce:
@@ -244,12 +269,17 @@ class Segmentor:
         top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
         return logits[:, :, top:top + h, left:left + w]
 
-    def _image_text(self, img: torch.Tensor, boxes: torch.Tensor) -> torch.Tensor:
-        """SGA over the whole image (``sga_scope='image'``): one ``[Q, D]`` for all windows."""
+    def _image_text(self, region: Region, boxes: torch.Tensor) -> torch.Tensor:
+        """SGA over the whole image (``sga_scope='image'``): one ``[Q, D]`` for all windows.
+
+        Args:
+            region: the image's normalised pixels on demand (only each batch's rows are made float).
+            boxes: ``[n, 4]`` the windows (:func:`~alignclip.windows.window_boxes`).
+        """
         c = self.config
         best_sim, best_feat = None, None
-        for i in range(0, len(boxes), c.window_batch):
-            x, patch, _ = self._encode(extract_windows(img, boxes[i:i + c.window_batch]))
+        for _, crops in window_batches(boxes, self.window_batch, region):
+            x, patch, _ = self._encode(crops)
             src = self._upsample(patch, x) if c.sga_source == "upsampled" else patch
             f = F.normalize(src.flatten(2).transpose(1, 2), dim=-1).reshape(-1, src.shape[1])  # [B*N, D]
             sim = self.text_embeds @ f.T  # [Q, B*N]
@@ -263,39 +293,70 @@ class Segmentor:
         # the candidates are the global top-n patches; SGA over them selects exactly those
         return self_guided_alignment(best_feat, self.text_embeds[:, None, :], c.alpha, c.top_n)[:, 0]
 
+    def _logit_bands(self, region: Region, height: int, width: int) -> Iterator[tuple[int, torch.Tensor]]:
+        """Count-averaged query logits of an image in bands of finished rows ``(row_start, [Q, r, W])``
+        (:func:`~alignclip.windows.stream_windows`); ``region`` gives its normalised pixels on demand."""
+        c = self.config
+        text = None
+        if c.sga and c.sga_scope == "image":  # one pass over all windows first
+            text = self._image_text(region, window_boxes(height, width, c.crop, c.stride))
+        yield from stream_windows(height, width, c.crop, c.stride, self.window_batch, region,
+                                  lambda crops: self.window_logits(crops, text))
+
+    def _full_logits(self, region: Region, height: int, width: int) -> torch.Tensor:
+        """All bands of :meth:`_logit_bands` in one ``[Q, H, W]``."""
+        out = torch.empty(len(self.classes.queries), height, width, device=self.device)
+        for r, band in self._logit_bands(region, height, width):
+            out[:, r:r + band.shape[1]] = band
+        return out
+
     @torch.inference_mode()
     def image_logits(self, img: torch.Tensor) -> torch.Tensor:
         """Count-averaged query logits ``[Q, H, W]`` of a preprocessed image ``[3, H, W]``."""
-        c = self.config
         _, height, width = img.shape
-        boxes = window_boxes(height, width, c.crop, c.stride)
-        text = self._image_text(img, boxes) if (c.sga and c.sga_scope == "image") else None
-        out = torch.zeros(len(self.classes.queries), height, width, device=self.device)
-        for i in range(0, len(boxes), c.window_batch):  # bounded batches of windows, not a loop over windows
-            chunk = boxes[i:i + c.window_batch]
-            accumulate_windows(out, self.window_logits(extract_windows(img, chunk), text), chunk)
-        return out / window_counts(height, width, boxes, self.device)
+        return self._full_logits(lambda y1, y2, x1, x2: img[:, y1:y2, x1:x2], height, width)
 
     @torch.inference_mode()
-    def predict(self, image: np.ndarray, strip_rows: int = 512) -> Prediction:
-        """Segment an RGB uint8 image ``[H0, W0, 3]``: labels at the input size and the logits.
+    def predict(self, image: np.ndarray, strip_rows: int = 512, keep_logits: bool = True) -> Prediction:
+        """Segment an RGB uint8 image ``[H0, W0, 3]``: labels at the input size and (optionally) the logits.
 
-        The final bilinear resize to the input size, softmax and argmax run in strips of ``strip_rows`` output rows,
-        so memory stays bounded for very large tiles.
+        Pixels are normalised only for the windows being run, and windows stream in bands of rows
+        (:func:`~alignclip.windows.stream_windows`). Without resize (``long_side=None`` or an image already at that
+        size) and ``keep_logits=False``, each finished band becomes labels at once: memory is O(Q × crop × W) plus
+        the uint8 image and the label map, whatever the height. Otherwise the logits are assembled at the
+        processing size, and the final bilinear resize to the input size, softmax and argmax run in strips of
+        ``strip_rows`` output rows.
+
+        Args:
+            image: ``[H0, W0, 3]`` uint8 RGB.
+            strip_rows: output rows per strip of the final resize.
+            keep_logits: return the ``[Q, H, W]`` logits in :attr:`Prediction.logits` (False: None, and bounded
+                memory for any image size without resize; the labels are the same).
         """
         c = self.config
+        resized = self._resized(image)
         h0, w0 = image.shape[:2]
-        logits = self.image_logits(self.preprocess(image))
+        height, width = resized.shape[:2]
+        region = self._normaliser(resized)
         labels = np.empty((h0, w0), dtype=np.uint8 if self.classes.num_classes <= 256 else np.int32)
-        for r in range(0, h0, strip_rows):
-            rows = bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))  # [Q, rows, W0]
+
+        def to_labels(rows: torch.Tensor) -> np.ndarray:  # [Q, r, W0] logits → [r, W0] labels
             probs = class_probabilities(rows, self.query_to_class, self.classes.num_classes, c.logit_scale)
-            labels[r:r + rows.shape[1]] = predict_labels(probs, c.prob_thd, c.bg_idx).cpu().numpy()
-        return Prediction(labels=labels, logits=logits)
+            return predict_labels(probs, c.prob_thd, c.bg_idx).cpu().numpy()
+
+        if not keep_logits and (height, width) == (h0, w0):
+            for r, band in self._logit_bands(region, height, width):
+                labels[r:r + band.shape[1]] = to_labels(band)
+            return Prediction(labels=labels, logits=None)
+        logits = self._full_logits(region, height, width)
+        for r in range(0, h0, strip_rows):
+            labels[r:r + min(strip_rows, h0 - r)] = to_labels(bilinear_rows(logits, (h0, w0), r,
+                                                                           min(r + strip_rows, h0)))
+        return Prediction(labels=labels, logits=logits if keep_logits else None)
 
     def segment(self, image: np.ndarray) -> np.ndarray:
-        """Label map ``[H0, W0]`` of an RGB uint8 image."""
-        return self.predict(image).labels
+        """Label map ``[H0, W0]`` of an RGB uint8 image (bounded memory: the logits are not kept)."""
+        return self.predict(image, keep_logits=False).labels
 
 
 def build_segmentor(preset: str = "alignclip-d", dataset: str | None = None,

@@ -130,6 +130,7 @@ _MODULE_FIELDS = {
         "n_clusters",
         "vfm",
         "vfm_pretrained",
+        "vfm_resolution",
         "affinity",
         "grid_align",
         "kmeans_iters",

@@ -13,10 +13,8 @@ that memory format (``.contiguous()`` gives NCHW memory).
 
 from __future__ import annotations
 
-import functools
-import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -24,148 +22,19 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
+from alignclip.jbu_ops import (  # noqa: F401 - adaptive_conv is part of this module's API
+    FactoredFeatures,
+    adaptive_conv,
+    neighbour_dot_products,
+)
 
 UPSAMPLER_NAMES = ("jbu_one", "jbu_stack", "none")
 CHECKPOINT_PREFIX = "upsampler."
-_TILE = 8  # output tile side of adaptive_conv (fastest of 4/8/16 on a 2-core AVX-512 CPU)
-_CHUNK_BYTES = 16 * 2**20  # patches + weights of one batch of tiles (16 MiB beat 64 and 256)
 _MISSING_FIX = (
     "download xclip_jbu_one_million_aid.ckpt from the SegEarth-OV GitHub repository "
     "(simfeatup_dev/weights) and pass --upsampler-ckpt PATH, or --upsampler-ckpt none for "
     "random weights"
 )
-
-
-@functools.lru_cache(maxsize=16)
-def _tile_scatter_index(tile: int, diameter: int) -> Tensor:
-    """Flat positions of the taps in a dense per-tile weight matrix ``[T*T, P*P]``, P = T + d - 1.
-
-    Entry ``(ty, tx, i, j)`` (row-major, ``T*T*d*d`` entries) points at output pixel ``(ty, tx)``
-    and input patch pixel ``(ty + i, tx + j)``.
-    """
-    side = tile + diameter - 1
-    t, d = torch.arange(tile), torch.arange(diameter)
-    ty, tx = t.view(-1, 1, 1, 1), t.view(1, -1, 1, 1)
-    i, j = d.view(1, 1, -1, 1), d.view(1, 1, 1, -1)
-    return ((ty * tile + tx) * side * side + (ty + i) * side + (tx + j)).reshape(-1)
-
-
-def _tile_chunks(rows: int, cols: int, max_tiles: int) -> Iterator[tuple[int, int, int, int]]:
-    """Split a ``rows x cols`` grid of tiles into rectangles of at most ``max_tiles`` tiles."""
-    if cols <= max_tiles:
-        step = max(1, max_tiles // cols)
-        for r0 in range(0, rows, step):
-            yield r0, min(rows, r0 + step), 0, cols
-        return
-    for r0 in range(rows):
-        for c0 in range(0, cols, max_tiles):
-            yield r0, r0 + 1, c0, min(cols, c0 + max_tiles)
-
-
-def _check_adaptive_conv_shapes(x: Tensor, kernel: Tensor) -> int:
-    """Validate :func:`adaptive_conv` inputs and return the kernel radius."""
-    diameter = math.isqrt(kernel.shape[1]) if kernel.dim() == 4 else 0
-    if x.dim() != 4 or diameter % 2 == 0 or diameter * diameter != kernel.shape[1]:
-        raise InputError(
-            f"adaptive_conv expects x [B, C, H+2r, W+2r] and kernel [B, (2r+1)**2, H, W] (an odd "
-            f"square of taps), got {tuple(x.shape)} and {tuple(kernel.shape)}; pass 4-D tensors"
-        )
-    radius = diameter // 2
-    b, _, h, w = kernel.shape
-    expected = (b, x.shape[1], h + 2 * radius, w + 2 * radius)
-    if tuple(x.shape) != expected:
-        raise InputError(
-            f"adaptive_conv x has shape {tuple(x.shape)} but kernel {tuple(kernel.shape)} needs "
-            f"{expected}; pad x by the radius {radius} on every side"
-        )
-    return radius
-
-
-def adaptive_conv(
-    x: Tensor, kernel: Tensor, *, tile: int = _TILE, chunk_bytes: int = _CHUNK_BYTES
-) -> Tensor:
-    """Per-pixel adaptive convolution: one kernel per output pixel, shared by all channels.
-
-    ``out[b, c, y, x] = sum_{i,j} x[b, c, y + i, x + j] * kernel[b, i * d + j, y, x]``, d = 2r + 1.
-    The output is cut into ``T x T`` tiles; each tile's taps are scattered into a dense weight
-    matrix ``[T*T, (T+2r)**2]`` that multiplies the tile's input patch ``[(T+2r)**2, C]``, in
-    batched matmuls over chunks of tiles (at most ``chunk_bytes`` of patches and weights at a time).
-    The unfolded ``[B, C, taps, H, W]`` tensor is never built.
-
-    Args:
-        x: Padded input [B, C, H+2r, W+2r] (any memory format; ``channels_last`` is fastest).
-        kernel: Per-pixel kernels [B, (2r+1)**2, H, W], taps in row-major ``(i, j)`` order.
-        tile: Output tile side T; H and W need not be multiples of T (zero padding, then crop).
-        chunk_bytes: Memory budget of one batch of tiles.
-
-    Returns:
-        Filtered features [B, C, H, W] in ``channels_last`` memory format, dtype of ``x``.
-    """
-    radius = _check_adaptive_conv_shapes(x, kernel)
-    batch, channels = x.shape[:2]
-    _, taps, height, width = kernel.shape
-    kernel = kernel.to(x.dtype)
-    rows, cols = -(-height // tile), -(-width // tile)
-    hq, wq = rows * tile, cols * tile
-    if (hq, wq) != (height, width):  # zero-pad to whole tiles; the padding is cropped at the end
-        xq = x.new_zeros(batch, hq + 2 * radius, wq + 2 * radius, channels)
-        xq[:, : x.shape[2], : x.shape[3]] = x.permute(0, 2, 3, 1)
-        kq = kernel.new_zeros(batch, hq, wq, taps)
-        kq[:, :height, :width] = kernel.permute(0, 2, 3, 1)
-        x, kernel = xq.permute(0, 3, 1, 2), kq.permute(0, 3, 1, 2)
-    side = tile + 2 * radius
-    sb, sc, sh, sw = x.stride()
-    patches = x.as_strided(  # [B, rows, cols, P, P, C]: overlapping views, no copy
-        (batch, rows, cols, side, side, channels), (sb, tile * sh, tile * sw, sh, sw, sc)
-    )
-    kb, kt, kh, kw = kernel.stride()
-    ktiles = kernel.as_strided(  # [B, rows, cols, T, T, taps]
-        (batch, rows, cols, tile, tile, taps), (kb, tile * kh, tile * kw, kh, kw, kt)
-    )
-    out = x.new_empty(batch, hq, wq, channels)
-    out_tiles = out.view(batch, rows, tile, cols, tile, channels).permute(0, 1, 3, 2, 4, 5)
-    index = _tile_scatter_index(tile, 2 * radius + 1).to(x.device)
-    per_tile = x.element_size() * side * side * (channels + tile * tile)
-    for b in range(batch):
-        for r0, r1, c0, c1 in _tile_chunks(rows, cols, max(1, chunk_bytes // per_tile)):
-            n = (r1 - r0) * (c1 - c0)
-            block = patches[b, r0:r1, c0:c1]
-            if sc == 1:  # channels_last: each patch row is one contiguous run
-                xp = block.reshape(n, side * side, channels)
-            else:  # NCHW: copy with contiguous patch rows; bmm takes the transposed view
-                xp = block.permute(0, 1, 4, 2, 3).reshape(n, channels, side * side).mT
-            weights = x.new_zeros(n, tile * tile * side * side)
-            weights[:, index] = ktiles[b, r0:r1, c0:c1].reshape(n, tile * tile * taps)
-            res = torch.bmm(weights.view(n, tile * tile, side * side), xp)  # [n, T*T, C]
-            out_tiles[b, r0:r1, c0:c1] = res.view(r1 - r0, c1 - c0, tile, tile, channels)
-    return out[:, :height, :width].permute(0, 3, 1, 2)
-
-
-def _adaptive_conv_reference(x: Tensor, kernel: Tensor) -> Tensor:
-    """Tap-loop reference of :func:`adaptive_conv` (small inputs, tests only): [B, C, H, W]."""
-    diameter = 2 * _check_adaptive_conv_shapes(x, kernel) + 1
-    height, width = kernel.shape[2:]
-    out = x.new_zeros(x.shape[0], x.shape[1], height, width)
-    for t in range(diameter * diameter):
-        i, j = divmod(t, diameter)
-        out.addcmul_(x[:, :, i : i + height, j : j + width], kernel[:, t : t + 1])
-    return out
-
-
-def _neighbour_dot_products(keys: Tensor, radius: int) -> Tensor:
-    """Dot products of each pixel's key [B, K, H, W] with its reflect-padded (2r+1)**2 neighbours.
-
-    Returns:
-        Logits [B, H, W, (2r+1)**2], taps in row-major ``(i, j)`` order.
-    """
-    diameter = 2 * radius + 1
-    batch, _, height, width = keys.shape
-    padded = F.pad(keys, [radius] * 4, mode="reflect")
-    out = keys.new_empty(batch, height, width, diameter * diameter)
-    for t in range(diameter * diameter):
-        i, j = divmod(t, diameter)
-        out[..., t] = (padded[:, :, i : i + height, j : j + width] * keys).sum(1)
-    return out
 
 
 def _pointwise_mlp(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -204,12 +73,25 @@ class JBULearnedRange(nn.Module):
         softmax(range logits * exp(range_temp)) x spatial Gaussian, normalised over the taps, plus
         0.1 * fixup(kernel, guidance), so the taps need not sum to 1.
         """
-        logits = _neighbour_dot_products(self.range_proj(guidance), self.radius)
+        logits = neighbour_dot_products(self.range_proj(guidance), self.radius)
         temperature = self.range_temp.exp().clamp(1e-4, 1e4)
         combined = torch.softmax(logits * temperature, dim=-1) * self.spatial_kernel()
         combined = combined / combined.sum(-1, keepdim=True).clamp(min=1e-7)
         fixup = self.fixup_proj(torch.cat([combined.permute(0, 3, 1, 2), guidance], dim=1))
         return combined + 0.1 * fixup.permute(0, 2, 3, 1)
+
+    def reference_flops(self, batch: int, channels: int, height: int, width: int) -> int:
+        """Multiply-add FLOPs (2 per MAC) of one step in the reference order, H x W output pixels.
+
+        Range keys (two 1x1 convs), neighbour dot products, the fixup's two 1x1 convs and the
+        adaptive convolution over ``channels``; interpolation and elementwise work not counted
+        (as :class:`torch.utils.flop_counter.FlopCounterMode`).
+        """
+        taps = (2 * self.radius + 1) ** 2
+        key_dim, guidance_dim = self.range_proj[0].out_channels, self.range_proj[0].in_channels
+        per_pixel = (guidance_dim * key_dim + key_dim * key_dim + taps * key_dim
+                     + (taps + guidance_dim) * taps + taps * taps + taps * channels)
+        return 2 * batch * height * width * per_pixel
 
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
         """Upsample ``source`` [B, C, h, w] to the guidance size [B, 3, H, W] -> [B, C, H, W]."""
@@ -232,6 +114,9 @@ class _JBUChain(nn.Module, ABC):
       not sum to 1, so ``L`` does not preserve constants.
     - ``operator_matmul``: when h*w < C, the h*w one-hot images go through the steps (h*w
       channels instead of C) and the resulting matrix [16h*16w, h*w] multiplies all C channels.
+      With ``factored=True`` (and the fold) the product is not formed: the caller gets the matrix
+      and the patch features (:class:`~alignclip.jbu_ops.FactoredFeatures`), and cosine logits
+      need ``[H*W, h*w]`` products only (:func:`~alignclip.jbu_ops.cosine_logits`).
     """
 
     def __init__(self, feat_dim: int, fold_final_proj: bool, operator_matmul: bool) -> None:
@@ -244,6 +129,15 @@ class _JBUChain(nn.Module, ABC):
     @abstractmethod
     def steps(self) -> list[JBULearnedRange]:
         """The four x2 steps in order."""
+
+    def reference_flops(self, batch: int, height: int, width: int) -> int:
+        """FLOPs of the four steps and the final 1x1 conv in the reference order (no shortcut),
+        for ``batch`` sources of ``height`` x ``width`` patches: what SegEarth-OV's code executes."""
+        total, h, w = 0, height, width
+        for step in self.steps():
+            h, w = 2 * h, 2 * w
+            total += step.reference_flops(batch, self.feat_dim, h, w)
+        return total + 2 * batch * h * w * self.feat_dim * self.feat_dim
 
     def _check_inputs(self, source: Tensor, guidance: Tensor) -> None:
         name, radius = type(self).__name__, self.steps()[0].radius
@@ -269,17 +163,14 @@ class _JBUChain(nn.Module, ABC):
             x = step(x, F.adaptive_avg_pool2d(guidance, (2 * x.shape[-2], 2 * x.shape[-1])))
         return x
 
-    def _run_steps_as_matrix(self, x: Tensor, guidance: Tensor) -> Tensor:
-        """Same as :meth:`_run_steps` through the operator matrix (cheaper when h*w < C)."""
-        batch, channels, height, width = x.shape
+    def _operator(self, x: Tensor, guidance: Tensor) -> Tensor:
+        """Matrix ``[B, H*W, h*w]`` of the four steps: the h*w one-hot images upsampled."""
+        batch, _, height, width = x.shape
         pixels = height * width
         basis = torch.eye(pixels, dtype=x.dtype, device=x.device).view(1, pixels, height, width)
         basis = basis.expand(batch, -1, -1, -1).contiguous(memory_format=torch.channels_last)
         operator = self._run_steps(basis, guidance)  # [B, h*w, H, W], channels_last
-        out_h, out_w = operator.shape[-2:]
-        operator = operator.permute(0, 2, 3, 1).reshape(batch, out_h * out_w, pixels)
-        out = torch.bmm(operator, x.reshape(batch, channels, pixels).mT)  # [B, H*W, C]
-        return out.view(batch, out_h, out_w, channels).permute(0, 3, 1, 2)
+        return operator.permute(0, 2, 3, 1).reshape(batch, -1, pixels)
 
     def forward(
         self,
@@ -287,7 +178,8 @@ class _JBUChain(nn.Module, ABC):
         guidance: Tensor,
         fold_final_proj: bool | None = None,
         operator_matmul: bool | None = None,
-    ) -> Tensor:
+        factored: bool = False,
+    ) -> Tensor | FactoredFeatures:
         """Upsample patch features x16 guided by the image.
 
         Args:
@@ -296,9 +188,12 @@ class _JBUChain(nn.Module, ABC):
             fold_final_proj: Override the constructor's setting (see the class docstring).
             operator_matmul: Override the constructor's setting (see the class docstring).
                 Both reorderings are skipped in training mode (Dropout2d must see the output).
+            factored: Return :class:`~alignclip.jbu_ops.FactoredFeatures` (operator and folded
+                patch features, never multiplied out) when the operator path is taken.
 
         Returns:
-            Upsampled features [B, C, 16h, 16w] (``channels_last`` memory), parameter dtype.
+            Upsampled features [B, C, 16h, 16w] (``channels_last`` memory), parameter dtype, or
+            their factored form.
         """
         self._check_inputs(source, guidance)
         fold = self.fold_final_proj if fold_final_proj is None else fold_final_proj
@@ -309,13 +204,20 @@ class _JBUChain(nn.Module, ABC):
         fold = fold and not self.training
         if fold:
             x = x + 0.1 * F.conv2d(x, conv.weight)
-        if as_matrix and not self.training and x.shape[-2] * x.shape[-1] < x.shape[1]:
-            x = self._run_steps_as_matrix(x, guidance)
-        else:
+        if not (as_matrix and not self.training and x.shape[-2] * x.shape[-1] < x.shape[1]):
             x = self._run_steps(x, guidance)
-        if fold:
-            return x + 0.1 * conv.bias.view(1, -1, 1, 1)
-        return x + 0.1 * self.fixup_proj(x)
+            if fold:
+                return x + 0.1 * conv.bias.view(1, -1, 1, 1)
+            return x + 0.1 * self.fixup_proj(x)
+        batch, channels = x.shape[:2]
+        size = (x.shape[-2] * 16, x.shape[-1] * 16)
+        coeffs = x.reshape(batch, channels, -1).mT  # [B, h*w, C]
+        features = FactoredFeatures(self._operator(x, guidance), coeffs,
+                                    0.1 * conv.bias if fold else None, size)
+        if factored and fold:
+            return features
+        out = features.dense()
+        return out if fold else out + 0.1 * self.fixup_proj(out)
 
 
 class JBUOne(_JBUChain):

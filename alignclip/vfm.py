@@ -7,13 +7,19 @@ masked by Eq. 10-11 and used for propagation in Eq. 12).
 Names (``list_vfms()``):
 
 - ``dino_vitb16`` / ``dino_vitb8``: DINO ViT-B/16 and ViT-B/8 (timm ``vit_base_patch16_224.dino``,
-  ``vit_base_patch8_224.dino``), any input size that is a multiple of the patch size.
-- ``sam_vitb``: the SAM ViT-B image encoder (timm ``samvit_base_patch16.sa1b``), input 1024x1024.
-  Windowed attention in most blocks; the last block is global and adds SAM's decomposed relative
+  ``vit_base_patch8_224.dino``). No native size: a 224x224 window gives 14x14 / 28x28 patches.
+- ``sam_vitb``: the SAM ViT-B image encoder (timm ``samvit_base_patch16.sa1b``), native size
+  1024x1024 (64x64 patches). Windowed attention (14x14 patches, zero-padded when the grid is not a
+  multiple of 14) in most blocks; the last block is global and adds SAM's decomposed relative
   position bias to its attention logits (included in A).
 - ``tiny`` / ``tiny_sam``: tiny random models with the same layouts for tests (embed 64, depth 2,
-  4 heads, patch 16, 224 input). They have no published weights: ``pretrained="default"`` gives
-  random weights, drawn from ``seed``.
+  4 heads, patch 16; ``tiny_sam`` has native size 224 and window 7). They have no published
+  weights: ``pretrained="default"`` gives random weights, drawn from ``seed``.
+
+Every model accepts any input whose sides are multiples of its patch size. At a size other than its
+native one, SAM's absolute position embedding is resampled (bicubic) and its relative position
+tables are interpolated (linear) to the new grid, both exactly as timm's own forward does; the
+weights were trained at the native size only. :meth:`VFM.prepare` picks the size.
 
 Builders never download by themselves in offline mode: ``pretrained="default"`` reads the timm
 weights from the Hugging Face cache and otherwise raises :class:`WeightsNotFoundError`.
@@ -48,7 +54,7 @@ class _VFMSpec:
 
     family: str  # "vit" (CLS token + blocks on [B, T, D]) or "sam" (blocks on [B, h, w, D])
     timm_tag: str | None  # None: a tiny model built from the timm class directly
-    input_size: int | None  # None: any multiple of the patch size
+    native_size: int | None  # square training input side; None: none (DINO: any window size)
 
 
 _SPECS: dict[str, _VFMSpec] = {
@@ -75,7 +81,8 @@ class VFM(nn.Module):
         family: ``"vit"`` (DINO-style, prefix tokens) or ``"sam"`` (SAM image encoder).
         model: The timm module.
         patch_size: Side of a patch in pixels.
-        input_size: Required square input side, or None when any multiple of ``patch_size`` works.
+        native_size: Square input side the weights were trained at (SAM: 1024), or None (DINO).
+            Informative: any multiple of ``patch_size`` is accepted (see :meth:`prepare`).
         embed_dim: Feature width D.
         num_heads: Heads of the last block.
         num_prefix_tokens: CLS/register tokens before the patch tokens (0 for SAM).
@@ -90,7 +97,7 @@ class VFM(nn.Module):
         model: nn.Module,
         name: str,
         family: str,
-        input_size: int | None,
+        native_size: int | None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
     ) -> None:
@@ -105,7 +112,7 @@ class VFM(nn.Module):
         self.model = model.eval().requires_grad_(False)
         self.name = name
         self.family = family
-        self.input_size = input_size
+        self.native_size = native_size
         self.patch_size = int(model.patch_embed.patch_size[0])
         self.embed_dim = int(model.embed_dim)
         self.num_heads = int(last.attn.num_heads)
@@ -127,23 +134,23 @@ class VFM(nn.Module):
         images: Tensor,
         clip_mean: Sequence[float] | Tensor,
         clip_std: Sequence[float] | Tensor,
-        size: int | None = None,
+        size: int | tuple[int, int] | None = None,
     ) -> Tensor:
         """Turn CLIP-normalised images into this VFM's input.
 
         Undoes the CLIP normalisation, applies ``self.mean``/``self.std`` and resizes bilinearly
-        (align_corners=False) to ``input_size`` when the model needs a fixed size (SAM: 1024),
-        else to ``size`` x ``size`` (``size=None`` keeps H x W).
+        (align_corners=False) to ``size`` when given; ``size=None`` keeps H x W (the window's own
+        size). Pass ``size=vfm.native_size`` to run a model at its training resolution.
 
         Args:
             images: CLIP-normalised images [B, 3, H, W].
             clip_mean: CLIP's per-channel mean (0-1 scale), 3 values.
             clip_std: CLIP's per-channel std (0-1 scale), 3 values.
-            size: Target side S (a multiple of ``patch_size``) for models without a fixed size.
+            size: Target side S, or (S_h, S_w), multiples of ``patch_size``; None keeps H x W.
 
         Returns:
-            VFM-normalised images [B, 3, S, S] (or [B, 3, H, W]), float32 unless ``images`` is
-            another floating dtype.
+            VFM-normalised images [B, 3, S_h, S_w] (or [B, 3, H, W]), float32 unless ``images``
+            is another floating dtype.
         """
         if images.ndim != 4 or images.shape[1] != 3:
             raise InputError(f"VFM.prepare expects images [B, 3, H, W], got {tuple(images.shape)}; "
@@ -155,8 +162,10 @@ class VFM(nn.Module):
         v_mean = self.mean.to(x.device).view(1, 3, 1, 1)
         v_std = self.std.to(x.device).view(1, 3, 1, 1)
         x = (x * c_std + c_mean - v_mean) / v_std
-        side = self.input_size if self.input_size is not None else size
-        target = (side, side) if side is not None else tuple(x.shape[-2:])
+        if size is None:
+            target = tuple(x.shape[-2:])
+        else:
+            target = (int(size[0]), int(size[1])) if isinstance(size, Sequence) else (int(size),) * 2
         if target[0] % self.patch_size or target[1] % self.patch_size:
             raise InputError(f"VFM '{self.name}' input {target[0]}x{target[1]} is not a multiple "
                              f"of its patch size {self.patch_size}; pass size=k*{self.patch_size}")
@@ -172,9 +181,6 @@ class VFM(nn.Module):
         if height % self.patch_size or width % self.patch_size:
             raise InputError(f"VFM '{self.name}' input {height}x{width} is not a multiple of its "
                              f"patch size {self.patch_size}; resize with vfm.prepare(..., size=S)")
-        if self.input_size is not None and (height, width) != (self.input_size,) * 2:
-            raise InputError(f"VFM '{self.name}' needs {self.input_size}x{self.input_size} input, "
-                             f"got {height}x{width}; resize with vfm.prepare(...)")
         return self.grid_size(height, width)
 
     def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
@@ -232,11 +238,12 @@ class VFM(nn.Module):
         """Full per-head attention of the last block, for inspection and tests.
 
         Args:
-            images: VFM-normalised images [B, 3, H, W] at the VFM input size.
+            images: VFM-normalised images [B, 3, H, W], sides multiples of ``patch_size``.
 
         Returns:
             Attention [B, heads, T, T] (float32) over all T tokens (prefix tokens first); every
-            row sums to 1. Memory grows as heads * T^2: prefer :meth:`forward` for SAM at 1024.
+            row sums to 1. Memory grows as heads * T^2: prefer :meth:`forward` for large inputs
+            (SAM at 1024: T = 4096).
         """
         _, normed = self._run(images)
         grid = self.grid_size(*images.shape[-2:])
@@ -249,8 +256,8 @@ class VFM(nn.Module):
         """Patch features F and last-block attention A of CCE (Eq. 9-12).
 
         Args:
-            images: Images [B, 3, H, W] normalised with ``self.mean``/``self.std`` at the VFM
-                input size (see :meth:`prepare`).
+            images: Images [B, 3, H, W] normalised with ``self.mean``/``self.std``, sides
+                multiples of ``patch_size`` (see :meth:`prepare`).
 
         Returns:
             ``(patch_feats, attn)``:
@@ -400,7 +407,7 @@ def create_vfm(
         model,
         name=name,
         family=spec.family,
-        input_size=spec.input_size,
+        native_size=spec.native_size,
         mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
         std=tuple(cfg.get("std", IMAGENET_STD)),
     )

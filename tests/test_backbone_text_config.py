@@ -125,6 +125,10 @@ def test_presets_and_switches():
     cfg = build_config("segearth-ov+cce", smoke=True)
     assert cfg.cce and not cfg.sga and cfg.backbone == "tiny"
     assert build_config("alignclip-s").vfm == "sam_vitb"
+    assert build_config("alignclip-s").vfm_resolution == "window"  # SAM sees each window at its own size
+    smoke_s = build_config("alignclip-s", smoke=True, vfm_resolution="native")
+    assert smoke_s.vfm == "tiny_sam" and smoke_s.vfm_resolution == "native"
+    assert build_config("alignclip-d", smoke=True).replace(vfm_resolution="native").vfm_resolution == "native"
     with pytest.raises(ConfigError, match="alignclip-d"):
         build_config("nope")
     with pytest.raises(ConfigError, match="valid switches"):
@@ -134,7 +138,8 @@ def test_presets_and_switches():
 
 
 @pytest.mark.parametrize("field,value", [("alpha", 1.2), ("beta", -0.1), ("alpha", -0.01), ("n_clusters", 0),
-                                         ("attention", "bogus"), ("upsampler", "bilinear")])
+                                         ("attention", "bogus"), ("upsampler", "bilinear"),
+                                         ("vfm_resolution", "1024"), ("grid_align", "sam")])
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field):
         SegmentorConfig(**{field: value})

@@ -145,3 +145,16 @@ def test_build_segmentor_one_call():
     assert seg.classes.num_classes == 6 and seg.config.alpha == 0.3 and seg.config.bg_idx == 5
     seg = build_segmentor("segearth-ov", classes=["road", "tree,forest"], smoke=True, prob_thd=0.2)
     assert seg.classes.queries == ("road", "tree", "forest") and seg.config.prob_thd == 0.2
+
+
+def test_vfm_resolution_flag():
+    from alignclip.cli import build_parser, config_from_args
+
+    parser = build_parser()
+    args = parser.parse_args(["segment", "x.png", "--classes", "a", "b", "--preset", "alignclip-s", "--smoke",
+                              "--vfm-resolution", "native"])
+    config = config_from_args(args)
+    assert config.vfm == "tiny_sam" and config.vfm_resolution == "native"
+    assert config_from_args(parser.parse_args(["segment", "x.png", "--classes", "a"])).vfm_resolution == "window"
+    with pytest.raises(SystemExit):
+        parser.parse_args(["segment", "x.png", "--classes", "a", "--vfm-resolution", "1024"])

@@ -4,9 +4,13 @@ import numpy as np
 import pytest
 import torch
 
+from alignclip.bench_probes import PeakMemory
 from alignclip.config import build_config
 from alignclip.errors import ConfigError, InputError
-from alignclip.segmentor import Segmentor
+from alignclip.postprocess import class_probabilities, predict_labels
+from alignclip.resize import bilinear_rows
+from alignclip.segmentor import Segmentor, resolve_window_batch
+from alignclip.windows import accumulate_windows, extract_windows, window_boxes, window_counts
 
 CLASSES = ["background", "building,roof", "road", "water"]
 
@@ -105,3 +109,122 @@ def test_image_scope_sga_uses_global_top_patch():
     a = _seg("segearth-ov+sga", sga_scope="image").predict(img).logits
     b = _seg("segearth-ov+sga", sga_scope="window").predict(img).logits
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("preset", "resolution", "grid_align", "side"), [
+    ("alignclip-s", "window", "vfm", 112),  # tiny_sam at the window's size: 7x7 patches
+    ("alignclip-s", "native", "vfm", 224),  # tiny_sam at its native 224: 14x14 patches
+    ("alignclip-s", "native", "clip", 112),  # grid_align=clip wins: CLIP's 7x7 grid
+    ("alignclip-s", "window", "clip", 112),
+    ("alignclip-d", "native", "vfm", 112),  # tiny ViT (DINO layout) has no native size
+])
+def test_vfm_input_size_follows_resolution_and_grid_align(preset, resolution, grid_align, side):
+    seg = _seg(preset, long_side=None, crop=112, stride=112, vfm_resolution=resolution, grid_align=grid_align,
+               window_batch=2)
+    seen = []
+    hook = seg.vfm.register_forward_hook(lambda m, args, out: seen.append((tuple(args[0].shape[-2:]),
+                                                                           tuple(out[0].shape[1:3]))))
+    try:
+        labels = seg.segment(_image(112, 224))
+    finally:
+        hook.remove()
+    assert labels.shape == (112, 224)
+    assert seen and set(seen) == {((side, side), (side // 16, side // 16))}  # (VFM input, VFM grid) per call
+
+
+def test_resolve_window_batch():
+    assert resolve_window_batch("auto", "cpu") == 1
+    assert resolve_window_batch("auto", torch.device("cuda", 1)) == 32
+    assert resolve_window_batch("auto", "mps") == 32  # any accelerator
+    assert resolve_window_batch(5, "cpu") == 5 and resolve_window_batch(1, "cuda") == 1
+    for bad in (0, -3, "fast", "8", 2.0, True):
+        with pytest.raises(ConfigError, match=r'"auto".*int >= 1'):
+            resolve_window_batch(bad, "cpu")
+
+
+def test_window_batch_config_validation():
+    assert build_config("segearth-ov").window_batch == "auto"
+    assert build_config("segearth-ov", window_batch=7).window_batch == 7
+    for bad in (0, "fast", "8", 2.5, False):
+        with pytest.raises(ConfigError, match=r"window_batch=.*\"auto\".*int >= 1"):
+            build_config("segearth-ov", window_batch=bad)
+    assert _seg("segearth-ov").window_batch == 1  # auto on CPU
+    assert _seg("segearth-ov", window_batch=3).window_batch == 3
+
+
+@torch.inference_mode()
+def _reference_predict(seg: Segmentor, image: np.ndarray, strip_rows: int = 512):
+    """The implementation before streaming: whole float image, one [Q, H, W] accumulator, dense count map."""
+    c = seg.config
+    resized = seg._resized(image)
+    x = torch.from_numpy(np.ascontiguousarray(resized)).permute(2, 0, 1).float()
+    img = (x - seg._mean) / seg._std
+    _, height, width = img.shape
+    boxes = window_boxes(height, width, c.crop, c.stride)
+    text = None
+    if c.sga and c.sga_scope == "image":
+        text = seg._image_text(lambda y1, y2, x1, x2: img[:, y1:y2, x1:x2], boxes)
+    out = torch.zeros(len(seg.classes.queries), height, width)
+    for i in range(0, len(boxes), seg.window_batch):
+        chunk = boxes[i:i + seg.window_batch]
+        accumulate_windows(out, seg.window_logits(extract_windows(img, chunk), text), chunk)
+    logits = out / window_counts(height, width, boxes)
+    h0, w0 = image.shape[:2]
+    labels = np.empty((h0, w0), dtype=np.uint8)
+    for r in range(0, h0, strip_rows):
+        rows = bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))
+        probs = class_probabilities(rows, seg.query_to_class, seg.classes.num_classes, c.logit_scale)
+        labels[r:r + rows.shape[1]] = predict_labels(probs, c.prob_thd, c.bg_idx).numpy()
+    return labels, logits
+
+
+@pytest.mark.parametrize(("preset", "over", "size"), [
+    ("alignclip-d", dict(long_side=224), (150, 260)),  # resized: processing size differs from the input's
+    ("alignclip-d", dict(long_side=None, crop=64, stride=40, window_batch=3), (131, 157)),  # batches cross bands
+    ("segearth-ov+sga", dict(long_side=None, crop=48, stride=32, sga_scope="image", window_batch=4), (97, 121)),
+    ("clip", dict(long_side=None, crop=64, stride=48, window_batch=32), (200, 90)),
+])
+def test_streaming_is_bit_identical_to_the_dense_implementation(preset, over, size):
+    seg = _seg(preset, **over)
+    img = _image(*size, seed=11)
+    ref_labels, ref_logits = _reference_predict(seg, img)
+    pred = seg.predict(img)
+    assert torch.equal(pred.logits, ref_logits)
+    assert np.array_equal(pred.labels, ref_labels)
+    assert torch.equal(seg.image_logits(seg.preprocess(img)), ref_logits)
+
+
+@pytest.mark.parametrize(("preset", "over", "size"), [
+    ("alignclip-d", dict(crop=64, stride=40, window_batch=3), (131, 157)),
+    ("segearth-ov+sga", dict(crop=48, stride=32, sga_scope="image"), (97, 121)),
+    ("clip", dict(crop=32, stride=24, window_batch=32), (203, 57)),
+    ("segearth-ov", dict(), (61, 250)),  # smaller than the crop along one side
+])
+def test_streamed_labels_equal_kept_logits_labels(preset, over, size):
+    seg = _seg(preset, long_side=None, **over)
+    img = _image(*size, seed=13)
+    streamed = seg.predict(img, keep_logits=False)
+    assert streamed.logits is None
+    assert np.array_equal(streamed.labels, seg.predict(img).labels)
+
+
+def test_keep_logits_false_with_resize_gives_the_same_labels(seg_d):
+    img = _image(150, 260, seed=17)
+    pred = seg_d.predict(img, keep_logits=False)
+    assert pred.logits is None and np.array_equal(pred.labels, seg_d.predict(img).labels)
+
+
+def test_huge_tile_streams_in_bounded_memory():
+    """3000² without resize: full-size float buffers (the [Q, H, W] accumulator, 180 MB, and the float image,
+    108 MB; ~650 MB peak rise before streaming) exceed the bound; the stream holds a few [Q, 224, W] bands
+    (~13 MB each; ~90 MB peak rise measured)."""
+    seg = _seg("clip", long_side=None, crop=224, stride=224, window_batch=1)
+    side = 3000
+    img = _image(side, side, seed=1)
+    seg.predict(img[:300, :300], keep_logits=False)  # warm-up: model buffers, allocator
+    meter = PeakMemory(torch.device("cpu"))
+    with meter.measure():
+        labels = seg.predict(img, keep_logits=False).labels
+    assert labels.shape == (side, side)
+    full_buffers = (len(seg.classes.queries) + 3) * side * side * 4
+    assert meter.peak_bytes < 200 * 2**20 < full_buffers, f"peak rise {meter.peak_bytes / 2**20:.0f} MB"

@@ -9,11 +9,17 @@ import torch
 import torch.nn.functional as F
 
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
+from alignclip.jbu_ops import (
+    FactoredFeatures,
+    adaptive_conv_reference,
+    cosine_logits,
+    neighbour_dot_products,
+    neighbour_dot_products_reference,
+)
 from alignclip.upsampler import (
     JBULearnedRange,
     JBUOne,
     JBUStack,
-    _adaptive_conv_reference,
     adaptive_conv,
     build_upsampler,
     load_upsampler_checkpoint,
@@ -91,12 +97,85 @@ def test_adaptive_conv_matches_reference(radius, hw):
     d = 2 * radius + 1
     x = torch.randn(2, 6, h + 2 * radius, w + 2 * radius)
     kernel = torch.randn(2, d * d, h, w)
-    expected = _adaptive_conv_reference(x, kernel)
+    expected = adaptive_conv_reference(x, kernel)
     for tile, chunk in [(8, 16 * 2**20), (4, 1), (3, 5000)]:
         got = adaptive_conv(x, kernel, tile=tile, chunk_bytes=chunk)
         torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
     cl = adaptive_conv(x.contiguous(memory_format=torch.channels_last), kernel)
     torch.testing.assert_close(cl, expected, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("radius", [3, 5])
+@pytest.mark.parametrize("hw", [(6, 6), (13, 17), (28, 28), (9, 30)])
+def test_neighbour_dot_products_match_tap_loop(radius, hw):
+    torch.manual_seed(1)
+    keys = torch.randn(2, 5, *hw)
+    expected = neighbour_dot_products_reference(keys, radius)
+    assert expected.shape == (2, *hw, (2 * radius + 1) ** 2)
+    for tile, chunk in [(8, 16 * 2**20), (4, 1), (5, 3000)]:
+        got = neighbour_dot_products(keys, radius, tile=tile, chunk_bytes=chunk)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_neighbour_dot_products_hand_values():
+    # one channel, keys = column index: centre tap = x*x, tap (r, r+1) = x*(x+1), reflect at the edge
+    keys = torch.arange(4.0).view(1, 1, 1, 4).expand(1, 1, 3, 4).contiguous()
+    got = neighbour_dot_products(keys, 1)  # taps (i, j) row-major, j = 0 is the left neighbour
+    x = torch.arange(4.0)
+    left = torch.tensor([1.0, 0.0, 1.0, 2.0])  # reflect: the left neighbour of column 0 is column 1
+    right = torch.tensor([1.0, 2.0, 3.0, 2.0])
+    torch.testing.assert_close(got[0, 1, :, 4], x * x)
+    torch.testing.assert_close(got[0, 1, :, 3], x * left)
+    torch.testing.assert_close(got[0, 1, :, 5], x * right)
+
+
+def test_factored_features_hand_example():
+    # two pixels, two patches, three channels: dense = operator @ coeffs + bias
+    operator = torch.tensor([[[1.0, 0.0], [0.5, 0.5]]])  # [1, 2 pixels, 2 patches]
+    coeffs = torch.tensor([[[3.0, 0.0, 4.0], [0.0, 2.0, 0.0]]])  # [1, 2 patches, 3 channels]
+    bias = torch.tensor([0.0, 1.0, 0.0])
+    feats = FactoredFeatures(operator, coeffs, bias, (1, 2))
+    dense = feats.dense()
+    assert feats.shape == dense.shape == (1, 3, 1, 2)
+    torch.testing.assert_close(dense[0, :, 0, 0], torch.tensor([3.0, 1.0, 4.0]))
+    torch.testing.assert_close(dense[0, :, 0, 1], torch.tensor([1.5, 2.0, 2.0]))
+    text = torch.tensor([[[1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]])  # [1, Q=2, C]
+    logits = cosine_logits(feats, text)
+    norm0, norm1 = math.sqrt(26.0), math.sqrt(1.5**2 + 4 + 4)
+    expected = torch.tensor([[[[3 / norm0, 1.5 / norm1]], [[4 / norm0, 2 / norm1]]]])
+    torch.testing.assert_close(logits, expected)
+    torch.testing.assert_close(cosine_logits(dense, text), expected)
+
+
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_factored_cosine_logits_match_dense(with_bias):
+    torch.manual_seed(5)
+    operator, coeffs = torch.randn(3, 50, 9), torch.randn(3, 9, 20)
+    bias = torch.randn(20) if with_bias else None
+    feats = FactoredFeatures(operator, coeffs, bias, (5, 10))
+    text = F.normalize(torch.randn(3, 4, 20), dim=-1)
+    torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(feats.dense(), text),
+                               atol=1e-5, rtol=1e-5)
+    zero = FactoredFeatures(torch.zeros(1, 4, 2), torch.randn(1, 2, 3), None, (2, 2))
+    assert torch.equal(cosine_logits(zero, torch.ones(1, 1, 3)), torch.zeros(1, 1, 2, 2))
+
+
+@pytest.mark.parametrize("cls", [JBUOne, JBUStack])
+def test_factored_output_matches_dense_output(cls):
+    torch.manual_seed(6)
+    model = _randomise(cls(40), seed=2)
+    source, guidance = torch.randn(2, 40, 6, 6), torch.randn(2, 3, 96, 96)
+    text = F.normalize(torch.randn(2, 5, 40), dim=-1)
+    with torch.no_grad():
+        dense = model(source, guidance)
+        feats = model(source, guidance, factored=True)
+        assert isinstance(feats, FactoredFeatures) and feats.shape == dense.shape
+        torch.testing.assert_close(feats.dense(), dense, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(dense, text),
+                                   atol=1e-5, rtol=1e-5)
+        # no operator path (h*w >= C) or no fold: the dense tensor comes back
+        assert isinstance(model(source, guidance, operator_matmul=False, factored=True), torch.Tensor)
+        assert isinstance(model(source, guidance, fold_final_proj=False, factored=True), torch.Tensor)
 
 
 def test_adaptive_conv_one_hot_tap_is_a_shift():
@@ -170,6 +249,25 @@ def test_exact_reorderings_match_plain_order(cls):
                 got = model(source, guidance, fold_final_proj=fold, operator_matmul=as_matrix)
                 scale = plain.abs().max()
                 assert (got - plain).abs().max() <= 1e-4 * scale
+
+
+@pytest.mark.parametrize("cls", [JBUOne, JBUStack])
+def test_reference_flops_count_the_direct_transcription(cls):
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = cls(24).eval()
+    source, guidance = torch.randn(2, 24, 3, 5), torch.randn(2, 3, 48, 80)
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        _direct_chain(model, source, guidance)
+    assert model.reference_flops(2, 3, 5) == counter.get_total_flops()
+
+
+def test_reference_flops_of_a_clip_window():
+    # ViT-B/16 window: 14x14 patches of 512 channels; the final 1x1 conv at 224^2 alone is 26.3 GFLOP
+    flops = JBUOne(512).reference_flops(1, 14, 14)
+    final = 2 * 224 * 224 * 512 * 512
+    adaptive = 2 * 121 * 512 * (28**2 + 56**2 + 112**2 + 224**2)
+    assert final == 26_306_674_688 and 39e9 < flops < 40e9 and flops > final + adaptive
 
 
 def test_eval_mode_is_deterministic_and_train_mode_uses_dropout():

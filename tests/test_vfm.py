@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -74,7 +75,7 @@ def test_tiny_shapes_and_attributes(name: str) -> None:
     assert attn.dtype == torch.float32
     assert vfm.patch_size == 16 and vfm.embed_dim == 64 and vfm.num_heads == 4
     assert vfm.num_prefix_tokens == (1 if name == "tiny" else 0)
-    assert vfm.input_size == (None if name == "tiny" else 224)
+    assert vfm.native_size == (None if name == "tiny" else 224)
     torch.testing.assert_close(vfm.mean, torch.tensor([0.485, 0.456, 0.406]))
     torch.testing.assert_close(vfm.std, torch.tensor([0.229, 0.224, 0.225]))
     assert not vfm.training and not vfm.model.training
@@ -115,15 +116,48 @@ def test_attention_reproduces_the_block_output(name: str) -> None:
     torch.testing.assert_close(recomputed, x_out, atol=1e-5, rtol=1e-5)
 
 
-def test_sam_rel_pos_bias_is_included() -> None:
+# tiny_sam: native 224 (14x14), windowed blocks of 7x7 patches. 160 → 10x10 (padded to 14x14 in the
+# windowed block), 448 → 28x28, 96x160 → 6x10 (non-square, padded), 112 → 7x7 (one window).
+SAM_SIZES = [(224, 224), (160, 160), (448, 448), (96, 160), (112, 112)]
+
+
+@pytest.mark.parametrize(("height", "width"), SAM_SIZES)
+def test_tiny_sam_any_multiple_of_patch(height: int, width: int) -> None:
+    vfm = create_vfm("tiny_sam")
+    images = _images(2, 448)[..., :height, :width]
+    grid = (height // 16, width // 16)
+    n_tokens = grid[0] * grid[1]
+    feats, attn = vfm(images)
+    assert feats.shape == (2, *grid, 64) and attn.shape == (2, n_tokens, n_tokens)
+    assert torch.isfinite(feats).all() and torch.isfinite(attn).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(2, n_tokens))  # SAM: no prefix token
+    full = vfm.attention_per_head(images)
+    torch.testing.assert_close(full.sum(-1), torch.ones(2, 4, n_tokens))
+
+
+@pytest.mark.parametrize(("height", "width"), SAM_SIZES)
+def test_sam_rel_pos_bias_matches_timm_at_any_size(height: int, width: int) -> None:
+    # timm's own block (interpolated rel-pos tables, resampled abs pos embed) against our attention.
+    vfm = create_vfm("tiny_sam")
+    images = _images(2, 448)[..., :height, :width]
+    x_in, x_out = _last_block_io(vfm, images)
+    assert x_out.shape == (2, height // 16, width // 16, 64)
+    recomputed = _block_from_attention(vfm, x_in, vfm.attention_per_head(images))
+    torch.testing.assert_close(recomputed, x_out, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(("height", "width"), [(224, 224), (160, 160), (96, 160)])
+def test_sam_rel_pos_bias_is_included(height: int, width: int) -> None:
     # Without SAM's relative position bias the recomputed block output is clearly off.
     vfm = create_vfm("tiny_sam")
-    images = _images()
+    images = _images(2, 224)[..., :height, :width]
+    n_tokens = (height // 16) * (width // 16)
     x_in, x_out = _last_block_io(vfm, images)
     blk = vfm.model.blocks[-1]
-    x = x_in.reshape(2, 196, 64)
+    assert blk.attn.rel_pos_h.shape[0] == 27  # 2 * 14 - 1: interpolated to 2 * h - 1 at other sizes
+    x = x_in.reshape(2, n_tokens, 64)
     with torch.no_grad():
-        qkv = blk.attn.qkv(blk.norm1(x)).view(2, 196, 3, 4, 16).permute(2, 0, 3, 1, 4)
+        qkv = blk.attn.qkv(blk.norm1(x)).view(2, n_tokens, 3, 4, 16).permute(2, 0, 3, 1, 4)
         plain = (qkv[0] * blk.attn.scale @ qkv[1].transpose(-1, -2)).softmax(-1)
     wrong = _block_from_attention(vfm, x_in, plain)
     assert (wrong - x_out).abs().max() > 1e-2
@@ -210,16 +244,32 @@ def test_prepare_undoes_clip_and_resizes() -> None:
     assert out.shape == (1, 3, 224, 224)
     torch.testing.assert_close(out[0, :, 5, 7], expected)
     assert vfm.prepare(_images(1), CLIP_MEAN, CLIP_STD, size=112).shape == (1, 3, 112, 112)
-    # A fixed-size model ignores `size` and resizes to its input size.
-    sam = create_vfm("tiny_sam")
-    assert sam.prepare(_images(1, 448), CLIP_MEAN, CLIP_STD, size=112).shape == (1, 3, 224, 224)
     with pytest.raises(InputError, match="multiple of its patch size 16"):
         vfm.prepare(_images(1), CLIP_MEAN, CLIP_STD, size=100)
 
 
+@pytest.mark.parametrize("name", TINY)
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [(None, (448, 320)), (112, (112, 112)), ((64, 96), (64, 96)), ("native", None)],
+)
+def test_prepare_sizes(name: str, size, expected) -> None:
+    # None keeps the window's size (vfm_resolution=window), an int or (h, w) resizes (grid_align=clip
+    # passes CLIP's grid times the VFM patch), native_size is SAM's training size (None for DINO).
+    vfm = create_vfm(name)
+    images = _images(1, 448)[..., :320]
+    if size == "native":
+        size = vfm.native_size
+        expected = (224, 224) if name == "tiny_sam" else (448, 320)
+    out = vfm.prepare(images, CLIP_MEAN, CLIP_STD, size)
+    assert out.shape == (1, 3, *expected)
+    feats, _ = vfm(out)
+    assert feats.shape[1:3] == (expected[0] // 16, expected[1] // 16)
+
+
 def test_bad_images_raise() -> None:
-    with pytest.raises(InputError, match="needs 224x224"):
-        create_vfm("tiny_sam")(_images(1, 448))
+    with pytest.raises(InputError, match="patch size 16"):
+        create_vfm("tiny_sam")(torch.zeros(1, 3, 200, 224))
     with pytest.raises(InputError, match=r"\[B, 3, H, W\]"):
         create_vfm("tiny")(torch.zeros(3, 224, 224))
     with pytest.raises(InputError, match="patch size 16"):
@@ -228,7 +278,23 @@ def test_bad_images_raise() -> None:
 
 def test_real_dino_vitb16_architecture_random() -> None:
     vfm = create_vfm("dino_vitb16", pretrained="none")
-    assert vfm.patch_size == 16 and vfm.input_size is None and vfm.embed_dim == 768
+    assert vfm.patch_size == 16 and vfm.native_size is None and vfm.embed_dim == 768
     feats, attn = vfm(_images(1))
     assert feats.shape == (1, 14, 14, 768)
     assert attn.shape == (1, 196, 196)
+
+
+@pytest.mark.slow
+def test_real_sam_vitb_architecture_random_at_window_size() -> None:
+    # The real SAM ViT-B (random weights, no download) on one 224x224 window: 14x14 grid, the CLIP
+    # grid. At its native 1024 the same forward costs ~20x more (see decision D12).
+    vfm = create_vfm("sam_vitb", pretrained="none")
+    assert vfm.native_size == 1024 and vfm.patch_size == 16 and vfm.embed_dim == 768
+    images = vfm.prepare(_images(1), CLIP_MEAN, CLIP_STD)
+    start = time.perf_counter()
+    feats, attn = vfm(images)
+    seconds = time.perf_counter() - start
+    assert feats.shape == (1, 14, 14, 768) and attn.shape == (1, 196, 196)
+    assert torch.isfinite(feats).all()
+    torch.testing.assert_close(attn.sum(-1), torch.ones(1, 196))
+    assert seconds < 30, f"one 224x224 SAM ViT-B forward took {seconds:.1f} s"
