@@ -229,3 +229,16 @@ def test_cuda_fp16_agrees_with_fp32():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     assert _agreement("fp16", "cuda", 448) >= 0.995
+
+
+@pytest.mark.gpu
+def test_cuda_window_loop_has_no_host_syncs():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from alignclip.bench_probes import host_syncs
+
+    seg = build_segmentors({"d": build_config("alignclip-d", smoke=True, device="cuda")}, DEFAULT_CLASSES)["d"]
+    image = bench_images(1, 448, seed=2)[0]
+    seg.predict(image)  # warm-up: lazy CUDA initialisation may synchronise once
+    # a 448² image has 9 windows in one batch: the labels of its single strip come back to the host once
+    assert host_syncs(seg, image) <= 2
