@@ -25,6 +25,7 @@ from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNo
 from alignclip.jbu_ops import (  # noqa: F401 - adaptive_conv is part of this module's API
     FactoredFeatures,
     adaptive_conv,
+    bicubic_resize,
     neighbour_dot_products,
 )
 
@@ -96,9 +97,7 @@ class JBULearnedRange(nn.Module):
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
         """Upsample ``source`` [B, C, h, w] to the guidance size [B, 3, H, W] -> [B, C, H, W]."""
         kernel = self.kernel(guidance)
-        size = tuple(guidance.shape[-2:])
-        upsampled = F.interpolate(source, size=size, mode="bicubic", align_corners=False)
-        padded = F.pad(upsampled, [self.radius] * 4, mode="reflect")
+        padded = bicubic_resize(source, tuple(guidance.shape[-2:]), self.radius)  # bicubic, reflect-padded
         return adaptive_conv(padded, kernel.permute(0, 3, 1, 2))
 
 

@@ -11,7 +11,10 @@ import torch.nn.functional as F
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
 from alignclip.jbu_ops import (
     FactoredFeatures,
+    _bicubic_matrix,
+    _tap_view,
     adaptive_conv_reference,
+    bicubic_resize,
     cosine_logits,
     neighbour_dot_products,
     neighbour_dot_products_reference,
@@ -127,6 +130,42 @@ def test_neighbour_dot_products_hand_values():
     torch.testing.assert_close(got[0, 1, :, 4], x * x)
     torch.testing.assert_close(got[0, 1, :, 3], x * left)
     torch.testing.assert_close(got[0, 1, :, 5], x * right)
+
+
+@pytest.mark.parametrize(("hw", "size", "pad"), [((14, 14), (28, 28), 5), ((3, 5), (6, 10), 3),
+                                                 ((7, 9), (20, 13), 0), ((10, 10), (5, 5), 2)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_bicubic_resize_matches_interpolate_and_reflect_pad(hw, size, pad, channels_last):
+    x = torch.randn(2, 6, *hw, dtype=torch.float64)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    expected = F.interpolate(x, size=size, mode="bicubic", align_corners=False)
+    expected = F.pad(expected, [pad] * 4, mode="reflect") if pad else expected
+    got = bicubic_resize(x, size, pad)
+    assert got.shape == expected.shape
+    torch.testing.assert_close(got, expected, atol=1e-12, rtol=1e-12)
+
+
+def test_bicubic_matrix_by_hand():
+    # x2 upsampling: output 1 samples input 0.25 -> Keys' weights at t = 0.25 (A = -0.75), taps -1, 0, 1, 2
+    a, t = -0.75, 0.25
+    w = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
+         ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1, ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+    m = _bicubic_matrix(4, 8, torch.device("cpu"), torch.float64)
+    torch.testing.assert_close(m[1], torch.tensor([w[0] + w[1], w[2], w[3], 0.0], dtype=torch.float64))  # clamped
+    torch.testing.assert_close(m.sum(1), torch.ones(8, dtype=torch.float64))  # constants stay constant
+    with pytest.raises(InputError, match="reflect padding"):
+        bicubic_resize(torch.zeros(1, 1, 2, 2), (4, 4), pad=4)
+
+
+def test_tap_view_positions_by_hand():
+    tile, d = 2, 3  # P = 4: per tile a [4, 16] matrix
+    dense = torch.arange(3 * 4 * 16).view(3, 4, 16)
+    view = _tap_view(dense, tile, d)
+    for n, ty, tx, i, j in [(0, 0, 0, 0, 0), (1, 1, 0, 2, 1), (2, 1, 1, 2, 2), (0, 0, 1, 1, 2)]:
+        assert view[n, ty, tx, i, j] == dense[n, ty * tile + tx, (ty + i) * 4 + (tx + j)]
+    grid = _tap_view(dense[:2].contiguous(), tile, d, grid=(1, 2))
+    assert torch.equal(grid[0, 1], view[1])
 
 
 def test_factored_features_hand_example():
