@@ -72,8 +72,13 @@ def shard_indices(n: int, info: DistInfo) -> list[int]:
 
 def run_fingerprint(config: SegmentorConfig, dataset: str, split: str | None, limit: int | None,
                     classes: tuple[str, ...]) -> str:
-    """Hash of everything that changes the numbers (a resume must match it)."""
-    blob = json.dumps({"config": config.to_dict(), "dataset": dataset, "split": split, "limit": limit,
+    """Hash of everything that changes the numbers (a resume must match it).
+
+    ``window_batch`` is left out: it only groups windows for speed (results agree to float rounding), so a run
+    may resume with another batch size or on another machine's "auto".
+    """
+    settings = {k: v for k, v in config.to_dict().items() if k != "window_batch"}
+    blob = json.dumps({"config": settings, "dataset": dataset, "split": split, "limit": limit,
                        "classes": classes, "manifest": manifest_sha256(dataset), "version": __version__},
                       sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]

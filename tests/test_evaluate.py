@@ -11,7 +11,7 @@ import pytest
 from alignclip.config import build_config
 from alignclip.data import generate_synthetic_dataset
 from alignclip.errors import InputError
-from alignclip.evaluate import DistInfo, evaluate, shard_indices
+from alignclip.evaluate import DistInfo, evaluate, run_fingerprint, shard_indices
 from alignclip.metrics import ConfusionAccumulator, iou_from_confusion
 from alignclip.segmentor import Segmentor
 
@@ -89,6 +89,13 @@ def test_resume_with_other_config_refused(synth, config, reference, tmp_path):
     (partial / "meta.json").write_text(json.dumps({"fingerprint": "something-else"}))
     with pytest.raises(InputError, match="different configuration"):
         evaluate(config, "synthetic", synth, out, progress=False)
+
+
+def test_fingerprint_ignores_window_batch_only(config):
+    fp = run_fingerprint(config, "synthetic", None, None, ("a", "b"))
+    assert run_fingerprint(config.replace(window_batch=7), "synthetic", None, None, ("a", "b")) == fp
+    assert run_fingerprint(config.replace(alpha=0.5), "synthetic", None, None, ("a", "b")) != fp
+    assert run_fingerprint(config, "synthetic", None, 3, ("a", "b")) != fp
 
 
 def test_shard_indices_cover_once():
