@@ -118,12 +118,25 @@ class _JBUChain(nn.Module, ABC):
       need ``[H*W, h*w]`` products only (:func:`~alignclip.jbu_ops.cosine_logits`).
     """
 
-    def __init__(self, feat_dim: int, fold_final_proj: bool, operator_matmul: bool) -> None:
+    def __init__(
+        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
+    ) -> None:
+        """
+        Args:
+            feat_dim: Feature channels C (512 for CLIP ViT-B/16).
+            fold_final_proj: Fold the final 1x1 conv before the steps in eval mode (exact).
+            operator_matmul: Apply the steps as one matrix in eval mode when h*w < C (exact).
+        """
         super().__init__()
         self.feat_dim = feat_dim
         self.fold_final_proj = fold_final_proj
         self.operator_matmul = operator_matmul
         self.fixup_proj = nn.Sequential(nn.Dropout2d(0.2), nn.Conv2d(feat_dim, feat_dim, 1))
+        self._build_steps()
+
+    @abstractmethod
+    def _build_steps(self) -> None:
+        """Register the step modules under the checkpoints' names."""
 
     @abstractmethod
     def steps(self) -> list[JBULearnedRange]:
@@ -220,18 +233,10 @@ class _JBUChain(nn.Module, ABC):
 
 
 class JBUOne(_JBUChain):
-    """SegEarth-OV's SimFeatUp: one radius-5 JBU step ``up`` applied four times.
+    """SegEarth-OV's SimFeatUp: one radius-5 JBU step ``up`` applied four times (293,729 parameters for C = 512;
+    arguments as :class:`_JBUChain`)."""
 
-    Args:
-        feat_dim: Feature channels C (512 for CLIP ViT-B/16: 293,729 parameters).
-        fold_final_proj: Fold the final 1x1 conv before the steps in eval mode (exact).
-        operator_matmul: Apply the steps as one matrix in eval mode when h*w < C (exact).
-    """
-
-    def __init__(
-        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
-    ) -> None:
-        super().__init__(feat_dim, fold_final_proj, operator_matmul)
+    def _build_steps(self) -> None:
         self.up = JBULearnedRange(radius=5)
 
     def steps(self) -> list[JBULearnedRange]:
@@ -240,18 +245,10 @@ class JBUOne(_JBUChain):
 
 
 class JBUStack(_JBUChain):
-    """FeatUp's JBU stack: four separate radius-3 JBU steps ``up1..up4``.
+    """FeatUp's JBU stack: four separate radius-3 JBU steps ``up1..up4`` (287,588 parameters for C = 512;
+    arguments as :class:`_JBUChain`)."""
 
-    Args:
-        feat_dim: Feature channels C (512 for CLIP ViT-B/16: 287,588 parameters).
-        fold_final_proj: Fold the final 1x1 conv before the steps in eval mode (exact).
-        operator_matmul: Apply the steps as one matrix in eval mode when h*w < C (exact).
-    """
-
-    def __init__(
-        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
-    ) -> None:
-        super().__init__(feat_dim, fold_final_proj, operator_matmul)
+    def _build_steps(self) -> None:
         self.up1, self.up2, self.up3, self.up4 = (JBULearnedRange(radius=3) for _ in range(4))
 
     def steps(self) -> list[JBULearnedRange]:
