@@ -32,7 +32,7 @@ from .errors import InputError
 from .fileio import write_json
 from .imageio import write_mask
 from .metrics import ConfusionAccumulator, iou_from_confusion
-from .provenance import device_description, git_commit, package_versions
+from .provenance import code_sha256, device_description, git_commit, package_versions
 from .segmentor import Segmentor
 
 KIND_REPRODUCTION = "reproduction"
@@ -72,15 +72,16 @@ def shard_indices(n: int, info: DistInfo) -> list[int]:
 
 def run_fingerprint(config: SegmentorConfig, dataset: str, split: str | None, limit: int | None,
                     classes: tuple[str, ...]) -> str:
-    """Hash of everything that changes the numbers (a resume must match it).
+    """Hash of everything that changes the numbers (a resume, and a notebook's cached run, must match it): the
+    configuration, dataset, split, limit, classes, the manifest and the package's code (:func:`code_sha256`).
 
     ``window_batch`` is left out: it only groups windows for speed (results agree to float rounding), so a run
     may resume with another batch size or on another machine's "auto".
     """
     settings = {k: v for k, v in config.to_dict().items() if k != "window_batch"}
     blob = json.dumps({"config": settings, "dataset": dataset, "split": split, "limit": limit,
-                       "classes": classes, "manifest": manifest_sha256(dataset), "version": __version__},
-                      sort_keys=True)
+                       "classes": classes, "manifest": manifest_sha256(dataset), "version": __version__,
+                       "code": code_sha256()}, sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -239,6 +240,7 @@ def build_result(acc: ConfusionAccumulator, seg: Segmentor, config: SegmentorCon
             "manifest_sha256": manifest_sha256(dataset),
             "weights": seg.weights_identity(),
             "git_commit": git_commit(),
+            "code_sha256": code_sha256(),
             "versions": package_versions(),
             "device": device_description(seg.device),
             "world_size": world_size,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import platform
 import subprocess
 from importlib import metadata
@@ -24,6 +26,17 @@ def git_commit(repo: Path | None = None) -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")
+
+
+@functools.lru_cache(maxsize=4)
+def code_sha256(root: Path | None = None) -> str:
+    """Hash (16 hex digits) of the package's own code and data: every ``.py``, ``.json`` and ``.csv`` file under
+    ``alignclip/`` (or ``root``), with its relative path. Any edit changes it, installed or in a checkout."""
+    root = root or Path(__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".csv") and p.is_file()):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def package_versions() -> dict[str, str | None]:

@@ -42,7 +42,8 @@ def test_result_json_fields(reference, synth, tmp_path, config):
     assert r["kind"] == "pipeline-check" and "not a reproduction" in r["note"]
     assert r["num_images"] == 5
     prov = r["provenance"]
-    for key in ("config", "manifest_sha256", "weights", "git_commit", "versions", "device", "wall_time_s"):
+    for key in ("config", "manifest_sha256", "weights", "git_commit", "code_sha256", "versions", "device",
+                "wall_time_s"):
         assert key in prov
     assert prov["weights"]["clip"] == "random"
     cm = np.array(r["confusion_matrix"])
@@ -89,6 +90,28 @@ def test_resume_with_other_config_refused(synth, config, reference, tmp_path):
     (partial / "meta.json").write_text(json.dumps({"fingerprint": "something-else"}))
     with pytest.raises(InputError, match="different configuration"):
         evaluate(config, "synthetic", synth, out, progress=False)
+
+
+def test_fingerprint_follows_the_package_code(config, monkeypatch):
+    import alignclip.evaluate as ev
+
+    fp = run_fingerprint(config, "synthetic", None, None, ("a", "b"))
+    monkeypatch.setattr(ev, "code_sha256", lambda: "edited-code")
+    assert run_fingerprint(config, "synthetic", None, None, ("a", "b")) != fp
+
+
+def test_code_hash_changes_with_any_code_file(tmp_path):
+    from alignclip.provenance import code_sha256
+
+    assert code_sha256() == code_sha256() and len(code_sha256()) == 16
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "a.py").write_text("x = 1\n")
+    (tmp_path / "pkg" / "notes.txt").write_text("ignored")
+    before = code_sha256(tmp_path / "pkg")
+    (tmp_path / "pkg" / "a.py").write_text("x = 2\n")
+    assert code_sha256(tmp_path / "pkg") == before  # cached for the process: a run sees one code version
+    code_sha256.cache_clear()
+    assert code_sha256(tmp_path / "pkg") != before
 
 
 def test_fingerprint_ignores_window_batch_only(config):
