@@ -1,9 +1,11 @@
 """The segmentor: SegEarth-OV's sliding-window pipeline with AlignCLIP's SGA and CCE (paper Sec. 3, Fig. 2).
 
-Per image: resize (long side 448, OpenCV bilinear as the baseline) → CLIP normalisation → all windows gathered into
-batches of ``window_batch`` → per batch: CLIP dense features (modified last block) → text embeddings aligned by SGA
-(Eq. 5-8) → upsampled logits S_up (Eq. 13) → CCE-refined patch logits fused with S_up (Eq. 9-14) → CLS bias term →
-count-averaged logits → bilinear resize to the input size (in row strips) → softmax, synonyms, threshold, argmax.
+Per image: resize (long side 448, OpenCV bilinear as the baseline) → windows in batches of ``window_batch`` ("auto":
+1 on CPU, 32 on GPU), CLIP-normalised on demand → per batch: CLIP dense features (modified last block) → text
+embeddings aligned by SGA (Eq. 5-8) → upsampled logits S_up (Eq. 13, from the factored upsampler output) →
+CCE-refined patch logits fused with S_up (Eq. 9-14) → CLS bias term → logits accumulated in bands of rows and
+count-averaged → bilinear resize to the input size (in row strips) → softmax, synonyms, threshold, argmax. Without
+resize and with ``keep_logits=False`` each finished band becomes labels at once (bounded memory).
 """
 
 from __future__ import annotations
