@@ -132,6 +132,25 @@ def test_notebook_parameters_checked():
         notebook_path("99_nothing")
 
 
+def test_papermill_sees_every_parameter():
+    """``papermill --help-notebook`` and its unknown-parameter warning skip any line with two '=': keep '=' out of
+    the parameter comments (a default value that needs one, a bench spec like ``PRESET:vfm=sam_vitb``, is exempt)."""
+    import re
+
+    import nbformat
+    from papermill.translators import PythonTranslator
+
+    for name in list_notebooks():
+        nb = nbformat.read(notebook_path(name), as_version=4)
+        cell = next(c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", []))
+        seen = {p.name for p in PythonTranslator.inspect(cell)}
+        for line in cell.source.splitlines():
+            target = re.match(r"^(\w+)\s*:", line)
+            value = line.split("#", 1)[0].split("=", 1)[-1]
+            if target and "=" not in value:
+                assert target.group(1) in seen, f"{name}: papermill cannot parse {line!r}"
+
+
 def test_run_notebook_never_overwrites_committed(tmp_path):
     from alignclip.errors import InputError
     from alignclip.notebooks import NOTEBOOK_DIR
