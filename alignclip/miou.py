@@ -77,6 +77,13 @@ def _as_index_tensor(name: str, x: np.ndarray | torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
 
 
+def _check_range(values: torch.Tensor, k: int, error: type[Exception], message: str) -> None:
+    """Raise ``error(message)`` (``{bad}`` replaced by up to 10 offending values) unless all values lie in 0..k-1."""
+    if values.numel() and (int(values.min()) < 0 or int(values.max()) >= k):
+        bad = torch.unique(values[(values < 0) | (values >= k)])[:10].tolist()
+        raise error(message.replace("{bad}", str(bad)))
+
+
 def confusion_matrix(
     pred: np.ndarray | torch.Tensor,
     label: np.ndarray | torch.Tensor,
@@ -119,22 +126,10 @@ def confusion_matrix(
     g = g.reshape(-1)
     valid = g != ignore_index
     g = g[valid]
-    if g.numel():
-        g_min, g_max = int(g.min()), int(g.max())
-        if g_min < 0 or g_max >= k:
-            bad = torch.unique(g[(g < 0) | (g >= k)])[:10].tolist()
-            raise DatasetError(
-                f"label values {bad} outside 0..{k - 1} (ignore {ignore_index}); check the "
-                "dataset conversion (palette 'P' images, reduce_zero_label) and num_classes"
-            )
-    if p.numel():
-        p_min, p_max = int(p.min()), int(p.max())
-        if p_min < 0 or p_max >= k:
-            bad = torch.unique(p[(p < 0) | (p >= k)])[:10].tolist()
-            raise InputError(
-                f"prediction values {bad} outside 0..{k - 1}; predictions must be class indices "
-                f"of the {k} evaluated classes (map background/extra queries to classes first)"
-            )
+    _check_range(g, k, DatasetError, f"label values {{bad}} outside 0..{k - 1} (ignore {ignore_index}); check the "
+                 "dataset conversion (palette 'P' images, reduce_zero_label) and num_classes")
+    _check_range(p, k, InputError, f"prediction values {{bad}} outside 0..{k - 1}; predictions must be class "
+                 f"indices of the {k} evaluated classes (map background/extra queries to classes first)")
     p = p[valid]
     counts = torch.bincount(g * k + p, minlength=k * k)
     return counts.reshape(k, k).cpu().numpy().astype(np.int64, copy=False)
