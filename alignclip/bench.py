@@ -237,7 +237,7 @@ def run_bench(presets: Sequence[str] = DEFAULT_PRESETS, *, configs: dict[str, Se
         ms = statistics.median(times[label])
         weights_mb = model_bytes(seg) / _MB
         activation_mb = max(acts[label])
-        h, w = seg.preprocess(pics[0]).shape[-2:]
+        h, w = seg.processing_size(pics[0])
         achieved = flops["total"] / (ms / 1e3)
         # the work of the reference algorithm: executed FLOPs with the upsampler's replaced by its reference count
         ref_total = None if not reference_flops else flops["total"] - flops["upsampler"] + (ref_up or 0.0)

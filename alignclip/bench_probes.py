@@ -178,7 +178,7 @@ def reference_upsampler_gflop(seg: Segmentor, image: np.ndarray) -> float | None
     if up is None or not hasattr(up, "reference_flops"):
         return None
     c = seg.config
-    height, width = seg.preprocess(image).shape[-2:]
+    height, width = seg.processing_size(image)
     n = len(window_boxes(height, width, c.crop, c.stride))
     wh, ww = window_size(height, width, c.crop)
     left, right, top, bottom = pad_to_multiple(wh, ww, seg.clip.patch_size)

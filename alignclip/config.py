@@ -24,6 +24,12 @@ VFM_RESOLUTIONS = ("window", "native")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 
 
+def check_window_batch(value: object) -> None:
+    """``window_batch`` must be ``"auto"`` or an int >= 1 (one-line :class:`ConfigError` otherwise)."""
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"window_batch={value!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an int >= 1")
+
+
 @dataclass(frozen=True)
 class SegmentorConfig:
     """Every setting of the pipeline. Defaults are AlignCLIP-D's (paper Sec. 4.1; see the decisions register)."""
@@ -91,9 +97,7 @@ class SegmentorConfig:
                 raise ConfigError(f"{name}={v} is outside [0, 1]; set {name} to a value between 0 and 1")
         if not 0.0 <= self.prob_thd <= 1.0:
             raise ConfigError(f"prob_thd={self.prob_thd} is outside [0, 1]")
-        wb = self.window_batch
-        if wb != "auto" and (isinstance(wb, bool) or not isinstance(wb, int) or wb < 1):
-            raise ConfigError(f"window_batch={wb!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an int >= 1")
+        check_window_batch(self.window_batch)
         for name in ("n_clusters", "top_n", "crop", "stride", "kmeans_iters", "kmeans_init"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from .backbone import ClipBundle, create_clip, dense_features
 from .cce import cosine_affinity, fuse_logits, propagate_within_clusters
-from .config import SegmentorConfig
+from .config import SegmentorConfig, check_window_batch
 from .errors import ConfigError, InputError
 from .imageio import resize_long_side
 from .jbu_ops import FactoredFeatures, cosine_logits
@@ -58,12 +58,10 @@ def resolve_dtype(precision: str, device: torch.device) -> torch.dtype | None:
 def resolve_window_batch(window_batch: int | str, device: torch.device | str) -> int:
     """Windows per forward: ``"auto"`` → 1 on CPU (faster and lighter there), 32 on CUDA or any other accelerator
     (batching the windows fills the device); an int ``>= 1`` is kept."""
+    check_window_batch(window_batch)
     if window_batch == "auto":
         return 1 if torch.device(device).type == "cpu" else 32
-    if isinstance(window_batch, bool) or not isinstance(window_batch, int) or window_batch < 1:
-        raise ConfigError(f"window_batch={window_batch!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an "
-                          f"int >= 1")
-    return window_batch
+    return int(window_batch)
 
 
 @dataclass
@@ -169,6 +167,10 @@ class Segmentor:
         """``[H0, W0, 3]`` uint8 RGB → ``[3, H, W]`` float, resized (long side) and CLIP-normalised."""
         resized = self._resized(image)
         return self._normaliser(resized)(0, resized.shape[0], 0, resized.shape[1])
+
+    def processing_size(self, image: np.ndarray) -> tuple[int, int]:
+        """``(H, W)`` at which ``image`` is segmented (after the long-side resize), without normalising it."""
+        return tuple(self._resized(image).shape[:2])
 
     def _resized(self, image: np.ndarray) -> np.ndarray:
         """The checked ``[H, W, 3]`` uint8 image at the processing size (long side resized; no copy without)."""

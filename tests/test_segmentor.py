@@ -34,6 +34,7 @@ def test_output_is_input_sized_labels(seg_d):
     labels = seg_d.segment(img)
     assert labels.shape == img.shape[:2] and labels.dtype == np.uint8
     assert labels.max() < len(CLASSES)
+    assert seg_d.processing_size(img) == tuple(seg_d.preprocess(img).shape[-2:]) == (129, 224)  # long side 224, 150 * 224 / 260 rounded
     assert seg_d.is_random
 
 
