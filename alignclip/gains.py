@@ -113,6 +113,31 @@ def _verdict(low: float, high: float, claimed_sign: int, kind: str) -> str:
     return classify_gain((low, high), claimed_sign=claimed_sign)
 
 
+def _dataset_gain(results: pd.DataFrame, base: str, new: str, dataset: str, claimed_sign: int, n_boot: int,
+                  seed: int, ci: float) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+    """One dataset's row of a pair (paired bootstrap over its images) and both runs' aligned matrices."""
+    kind, ids, cms_a, cms_b = _paired_images(results, base, new, dataset)
+    cmp = paired_bootstrap(cms_a, cms_b, ids, ids, n_boot=n_boot, seed=seed, ci=ci)
+    row = dict(baseline=base, method=new, dataset=dataset, delta=cmp["delta"], ci_low=cmp["ci_low"],
+               ci_high=cmp["ci_high"], p_better=cmp["p_b_better"], n_images=cmp["n_images"], kind=kind,
+               verdict=_verdict(cmp["ci_low"], cmp["ci_high"], claimed_sign, kind))
+    return row, cms_a, cms_b
+
+
+def claim_rows(results: pd.DataFrame, claims: Sequence[tuple[str, str]], n_boot: int = 1000) -> pd.DataFrame:
+    """Each claimed gain ``(baseline label, improved label)`` on every dataset both have, datasets sorted:
+    ``baseline, method, dataset, delta, ci_low, ci_high, p_better, verdict`` (paired bootstrap, seed 0;
+    :func:`alignclip.study.check_claims`). A pair without a shared dataset gives no row."""
+    columns = ["baseline", "method", "dataset", "delta", "ci_low", "ci_high", "p_better", "verdict"]
+    rows = []
+    for base, new in claims:
+        shared = set(results[results["label"] == base]["dataset"]) & set(results[results["label"] == new]["dataset"])
+        for dataset in sorted(shared):
+            row, _, _ = _dataset_gain(results, base, new, dataset, 1, n_boot, 0, 0.95)
+            rows.append({k: row[k] for k in columns})
+    return pd.DataFrame(rows, columns=columns)
+
+
 def _pair_gains(results: pd.DataFrame, base: str, new: str, claimed_sign: int, n_boot: int,
                 seed: int, ci: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The per-dataset rows and the ``Avg.`` row of one pair (see :func:`paired_deltas`)."""
@@ -123,14 +148,10 @@ def _pair_gains(results: pd.DataFrame, base: str, new: str, claimed_sign: int, n
                          f"{sorted(set(results['label']))}")
     rows, diffs = [], []
     for i, dataset in enumerate(shared):
-        kind, ids, cms_a, cms_b = _paired_images(results, base, new, dataset)
-        cmp = paired_bootstrap(cms_a, cms_b, ids, ids, n_boot=n_boot, seed=seed, ci=ci)
+        row, cms_a, cms_b = _dataset_gain(results, base, new, dataset, claimed_sign, n_boot, seed, ci)
         boot_a, boot_b = resampled_mious([cms_a, cms_b], n_boot, seed + i)
         diffs.append(boot_b - boot_a)
-        rows.append(dict(baseline=base, method=new, dataset=dataset, delta=cmp["delta"],
-                         ci_low=cmp["ci_low"], ci_high=cmp["ci_high"], p_better=cmp["p_b_better"],
-                         n_images=cmp["n_images"], kind=kind,
-                         verdict=_verdict(cmp["ci_low"], cmp["ci_high"], claimed_sign, kind)))
+        rows.append(row)
     mean_diff = np.mean(np.stack(diffs), axis=0)  # [n_boot]: mean over datasets of one resample each
     low, high = (100.0 * v for v in percentile_interval(mean_diff, ci))
     finite = ~np.isnan(mean_diff)

@@ -33,7 +33,7 @@ from .evaluate import evaluate, load_result, run_fingerprint
 from .fileio import write_json
 from .metrics import ConfusionAccumulator
 from .paper import DATASET_KEYS, compare_with_paper
-from .stats import bootstrap_miou, classify_gain, paired_bootstrap
+from .stats import bootstrap_miou
 
 PROFILES = ("smoke", "full")
 #: What a notebook may need in the ``full`` profile: ``data`` (``data_root`` with every dataset converted under
@@ -260,22 +260,11 @@ def check_claims(results: pd.DataFrame, claims: Sequence[tuple[str, str]], n_boo
 
     The verdict is "supported" (95 % interval of the gain above 0), "contradicted" (below 0) or "not
     distinguishable from zero"; pipeline-check runs get "pipeline check" instead, whatever their numbers.
+    Computed by :func:`alignclip.gains.claim_rows` (the one implementation of paired per-image gains).
     """
-    rows = []
-    for base, new in claims:
-        a, b = results[results["label"] == base], results[results["label"] == new]
-        for dataset in sorted(set(a["dataset"]) & set(b["dataset"])):
-            ra = load_result(a[a["dataset"] == dataset]["path"].iloc[0])
-            rb = load_result(b[b["dataset"] == dataset]["path"].iloc[0])
-            acc_a = ConfusionAccumulator.from_compact(ra["per_image_confusion"])
-            acc_b = ConfusionAccumulator.from_compact(rb["per_image_confusion"])
-            (ids_a, cms_a), (ids_b, cms_b) = acc_a.per_image(), acc_b.per_image()
-            cmp = paired_bootstrap(cms_a, cms_b, ids_a, ids_b, n_boot=n_boot, seed=0)
-            real = ra["kind"] == rb["kind"] == "reproduction"
-            verdict = classify_gain((cmp["ci_low"], cmp["ci_high"])) if real else "pipeline check"
-            rows.append(dict(baseline=base, method=new, dataset=dataset, delta=cmp["delta"], ci_low=cmp["ci_low"],
-                             ci_high=cmp["ci_high"], p_better=cmp["p_b_better"], verdict=verdict))
-    return pd.DataFrame(rows)
+    from .gains import claim_rows  # gains builds on this module: imported here, not at the top
+
+    return claim_rows(results, claims, n_boot)
 
 
 def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
