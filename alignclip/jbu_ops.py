@@ -57,7 +57,7 @@ ChunkFn = Callable[[int, int, int, int, int, Tensor], Tensor]
 
 
 def _tiled(x: Tensor, radius: int, height: int, width: int, out_channels: int, tile: int,
-           chunk_bytes: int, per_tile_extra: int, fn: ChunkFn) -> Tensor:
+           chunk_bytes: int, fn: ChunkFn) -> Tensor:
     """Run ``fn`` on chunks of tiles of the padded input ``x`` [B, C, H+2r, W+2r].
 
     ``fn(b, r0, r1, c0, c1, patches)`` gets the patches ``[n, P*P, C]`` of tiles ``r0:r1, c0:c1``
@@ -80,7 +80,7 @@ def _tiled(x: Tensor, radius: int, height: int, width: int, out_channels: int, t
     )
     out = x.new_empty(batch, hq, wq, out_channels)
     out_tiles = out.view(batch, rows, tile, cols, tile, out_channels).permute(0, 1, 3, 2, 4, 5)
-    per_tile = x.element_size() * (side * side * channels + per_tile_extra)
+    per_tile = x.element_size() * side * side * (channels + tile * tile)  # patch + its [T*T, P*P] matrix
     for b in range(batch):
         for r0, r1, c0, c1 in _tile_chunks(rows, cols, max(1, chunk_bytes // per_tile)):
             n = (r1 - r0) * (c1 - c0)
@@ -149,8 +149,7 @@ def adaptive_conv(
         _tap_view(weights, tile, diameter, (rows, cols)).copy_(k)  # one strided copy, no index
         return torch.bmm(weights, xp)  # [n, T*T, C]
 
-    out = _tiled(x, radius, height, width, channels, tile, chunk_bytes, tile * tile * side * side,
-                 apply)
+    out = _tiled(x, radius, height, width, channels, tile, chunk_bytes, apply)
     return out.permute(0, 3, 1, 2)
 
 
@@ -193,8 +192,7 @@ def neighbour_dot_products(
         full = torch.bmm(xp[:, centres], xp.mT)  # [n, T*T, P*P]
         return _tap_view(full, tile, diameter).reshape(xp.shape[0], tile * tile, diameter * diameter)
 
-    return _tiled(padded, radius, height, width, diameter * diameter, tile, chunk_bytes,
-                  tile * tile * side * side, dots)
+    return _tiled(padded, radius, height, width, diameter * diameter, tile, chunk_bytes, dots)
 
 
 def neighbour_dot_products_reference(keys: Tensor, radius: int) -> Tensor:

@@ -94,7 +94,7 @@ class StudyContext:
             over.update(overrides)
             return build_config(preset, dataset=dataset, smoke=True, **over)
         if self.upsampler_ckpt is None and "upsampler_ckpt" not in overrides and overrides.get("upsampler") != "none":
-            raise ConfigError(_missing_upsampler())  # the notebook declared needs without "weights"; none was given
+            raise ConfigError(_MISSING_UPSAMPLER)  # the notebook declared needs without "weights"; none was given
         over = dict(pretrained=self.clip_pretrained, upsampler_ckpt=self.upsampler_ckpt,
                     vfm_pretrained=self.vfm_pretrained, device=self.device)
         over.update(overrides)
@@ -108,19 +108,15 @@ class StudyContext:
                 generate_fake_dataset(dataset, root, n_images=self.smoke_images, size=self.smoke_size, seed=0)
             return root
         if self.data_root is None:  # the notebook declared needs without "data" and none was given
-            raise DatasetNotFoundError(_missing_data_root())
+            raise DatasetNotFoundError(_MISSING_DATA_ROOT)
         return self.data_root / dataset
 
 
-def _missing_data_root() -> str:
-    return ("profile='full' needs data_root: the folder holding one converted dataset per sub-folder (e.g. "
-            "data/potsdam); set it with `-p data_root /path/to/data` (see book/setup.md)")
-
-
-def _missing_upsampler() -> str:
-    return ("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt (SegEarth-OV "
-            "repository); set it with `-p upsampler_ckpt /path/to/xclip_jbu_one_million_aid.ckpt`, or "
-            "`-p upsampler_ckpt none` for a random upsampler")
+_MISSING_DATA_ROOT = ("profile='full' needs data_root: the folder holding one converted dataset per sub-folder (e.g. "
+                      "data/potsdam); set it with `-p data_root /path/to/data` (see book/setup.md)")
+_MISSING_UPSAMPLER = ("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt (SegEarth-OV "
+                      "repository); set it with `-p upsampler_ckpt /path/to/xclip_jbu_one_million_aid.ckpt`, or "
+                      "`-p upsampler_ckpt none` for a random upsampler")
 
 
 def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, output_dir: str | Path = "results",
@@ -164,7 +160,7 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
     root = Path(data_root) if data_root else None
     if profile == "full" and "data" in needs:
         if root is None:
-            raise DatasetNotFoundError(_missing_data_root())
+            raise DatasetNotFoundError(_MISSING_DATA_ROOT)
         missing = [d for d in datasets if not (root / d).is_dir()]
         if missing:
             m = load_manifest(missing[0])
@@ -172,7 +168,7 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
                                        f" convert it with `alignclip data prepare {missing[0]} --raw DIR --out "
                                        f"{root / missing[0]}` (manifest {m.path.name})")
     if profile == "full" and "weights" in needs and upsampler_ckpt is None:
-        raise ConfigError(_missing_upsampler())
+        raise ConfigError(_MISSING_UPSAMPLER)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if profile == "smoke":
