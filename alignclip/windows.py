@@ -89,7 +89,10 @@ def accumulate_windows(out: torch.Tensor, window_logits: torch.Tensor, boxes: to
 
 
 def window_counts(height: int, width: int, boxes: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``[H, W]`` number of windows covering each pixel (the baseline's count map)."""
+    """``[H, W]`` number of windows covering each pixel (the baseline's count map), built by accumulation.
+
+    The pipeline uses the exact outer product of :func:`axis_counts` instead; this dense form is the reference
+    that the tests check it against."""
     counts = torch.zeros(1, height, width, device=device)
     h, w = _box_hw(boxes)
     accumulate_windows(counts, torch.ones(len(boxes), 1, h, w, device=device), boxes)
