@@ -7,33 +7,35 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.analysis import (
-    NATURAL_DOMAIN,
-    RS_DOMAIN,
+from alignclip.data import generate_fake_dataset, load_manifest
+from alignclip.errors import InputError
+from alignclip.evaluation.features import (
     DomainFeatures,
     _cap_per_class,
     _image_features,
     _owned,
     _patch_majority,
+    collect_class_features,
+)
+from alignclip.models.clip import create_clip
+from alignclip.pipeline.config import build_config
+from alignclip.study.analysis import (
+    NATURAL_DOMAIN,
+    RS_DOMAIN,
     _triu_pairs,
     bootstrap_domain_gap,
     check_compactness,
-    collect_class_features,
     embed_2d,
     intra_class_similarity,
     table1_comparison,
 )
-from alignclip.analysis_figures import (
+from alignclip.study.analysis_figures import (
     _pick_classes,
     embed_domains,
     plot_embeddings,
     plot_similarity_distributions,
     separability,
 )
-from alignclip.backbone import create_clip
-from alignclip.config import build_config
-from alignclip.data import generate_fake_dataset, load_manifest
-from alignclip.errors import InputError
 
 matplotlib.use("Agg")
 
@@ -129,7 +131,7 @@ def test_bootstrap_gap_point_estimate_matches_pooled_similarity():
     assert gap == bootstrap_domain_gap(feats, n_boot=200, seed=0)
     table = check_compactness(gap, pipeline_check=False)
     assert table["verdict"].tolist() == ["supported", "supported"]
-    assert set(check_compactness(gap, pipeline_check=True)["verdict"]) == {"pipeline check"}
+    assert set(check_compactness(gap, pipeline_check=True)["verdict"]) == {"pipeline-check"}
     reverse = bootstrap_domain_gap(feats, NATURAL_DOMAIN, RS_DOMAIN, n_boot=200)
     assert check_compactness(reverse, pipeline_check=False)["verdict"].tolist() == ["contradicted"] * 2
 

@@ -1,8 +1,13 @@
 import pytest
 import torch
 
-from alignclip.attention import ATTENTION_MODES, attention_weights, modified_attention, naclip_bias
 from alignclip.errors import ConfigError
+from alignclip.ops.attention import (
+    ATTENTION_MODES,
+    attention_weights,
+    modified_attention,
+    naclip_bias,
+)
 
 
 def _qkv(b=2, h=3, grid=(3, 4), d=8, seed=0):

@@ -1,4 +1,4 @@
-"""Tests for alignclip.audit: the internal-consistency audit of the paper's numbers."""
+"""Tests for alignclip.paper.audit: the internal-consistency audit of the paper's numbers."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from alignclip.audit import average_checks, run_audit, write_audit
+from alignclip.paper.audit import average_checks, run_audit, write_audit
 
 KEYS = {"id", "severity", "tables", "cells", "expected", "found", "message"}
 

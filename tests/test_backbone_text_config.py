@@ -3,10 +3,10 @@ import json
 import pytest
 import torch
 
-from alignclip.backbone import create_clip, dense_features, resample_pos_embed
-from alignclip.config import PRESETS, TABLE6, SegmentorConfig, build_config, parse_preset
 from alignclip.errors import ConfigError, InputError, WeightsNotFoundError
-from alignclip.text import build_text_embeddings, parse_classes
+from alignclip.models.clip import create_clip, dense_features, resample_pos_embed
+from alignclip.models.text import build_text_embeddings, parse_classes
+from alignclip.pipeline.config import PRESETS, TABLE6, SegmentorConfig, build_config, parse_preset
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +70,7 @@ def test_non_native_size_interpolates_pos_embed(tiny):
 
 
 def test_model_config_json_and_local_state_dict(tmp_path, tiny):
-    cfg = json.loads((__import__("alignclip.backbone", fromlist=["CONFIG_DIR"]).CONFIG_DIR / "tiny.json").read_text())
+    cfg = json.loads((__import__("alignclip.models.clip", fromlist=["CONFIG_DIR"]).CONFIG_DIR / "tiny.json").read_text())
     cfg_path = tmp_path / "mytiny.json"
     cfg_path.write_text(json.dumps(cfg))
     weights = tmp_path / "weights.pt"
@@ -158,7 +158,7 @@ def test_table6_matches_paper_csv(fixtures_dir):
 
 
 def test_truncated_text_encoding_is_exact(tiny):
-    from alignclip.text import encode_text
+    from alignclip.models.text import encode_text
 
     tokens = tiny.tokenizer(["a satellite image of a road.", "tree", "an aerial photo of many small buildings."])
     with torch.no_grad():

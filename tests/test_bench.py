@@ -1,4 +1,4 @@
-"""Speed and memory benchmark (alignclip.bench, alignclip.bench_report, alignclip bench): tiny models, small images."""
+"""Speed and memory benchmark (alignclip.evaluation.bench, alignclip.study.bench, alignclip bench): tiny models, small images."""
 
 import argparse
 import json
@@ -7,28 +7,30 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.bench import (
+from alignclip.cli.bench import register_bench
+from alignclip.errors import AlignCLIPError, ConfigError
+from alignclip.evaluation.bench import (
     DEFAULT_CLASSES,
-    PeakMemory,
-    _sdpa_cpu_flops,
     bench_images,
     build_segmentors,
-    count_flops,
     growth,
-    matmul_gflops,
     parse_bench_preset,
     run_bench,
+)
+from alignclip.evaluation.probes import (
+    PeakMemory,
+    _sdpa_cpu_flops,
+    count_flops,
+    matmul_gflops,
     time_breakdown,
 )
-from alignclip.bench_report import (
+from alignclip.pipeline.config import build_config
+from alignclip.study.bench import (
     EFFICIENCY_TARGET,
     check_targets,
     deterministic_summary,
     table11_comparison,
 )
-from alignclip.cli_bench import _register_bench
-from alignclip.config import build_config
-from alignclip.errors import AlignCLIPError, ConfigError
 
 SMALL = dict(long_side=48, crop=48, stride=24)  # one 48x48 window: the whole pipeline in milliseconds
 RECORD_FIELDS = {"preset", "ms_per_image", "ms_all", "peak_mem_mb", "weights_mb", "activation_mb",
@@ -55,7 +57,7 @@ def result():
 
 def _parser():
     parser = argparse.ArgumentParser(prog="alignclip")
-    _register_bench(parser.add_subparsers(dest="command", required=True))
+    register_bench(parser.add_subparsers(dest="command", required=True))
     return parser
 
 
@@ -152,7 +154,7 @@ def test_cli_bad_preset_gives_one_line_config_error():
 
 
 def test_cli_bad_preset_through_main(capsys):
-    from alignclip import cli
+    from alignclip.cli import main as cli
 
     assert cli.main(["bench", "--smoke", "--presets", "nonsense", "--json", "unused.json"]) == 2
     err = capsys.readouterr().err.strip()
@@ -203,7 +205,7 @@ def test_check_targets_by_hand():
     assert not targets["cce time ratio - (flop ratio + 0.10)"]  # 1.35 > 1.2 + 0.1
     assert not targets["alignclip-d memory ratio"]  # 2.0 > 1.9
     verdicts = check_targets(_fake_result(), pipeline_check=True)["verdict"]
-    assert set(verdicts) == {"pipeline check"}
+    assert set(verdicts) == {"pipeline-check"}
     assert check_targets(_fake_result())["verdict"].tolist() == ["met", "met", "met", "missed", "missed"]
 
 
@@ -235,7 +237,7 @@ def test_cuda_fp16_agrees_with_fp32():
 def test_cuda_window_loop_has_no_host_syncs():
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    from alignclip.bench_probes import host_syncs
+    from alignclip.evaluation.probes import host_syncs
 
     seg = build_segmentors({"d": build_config("alignclip-d", smoke=True, device="cuda")}, DEFAULT_CLASSES)["d"]
     image = bench_images(1, 448, seed=2)[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from alignclip.cli import main
+from alignclip.cli.main import main
 
 SMOKE = ["--smoke", "--set", "long_side=224"]
 
@@ -115,7 +115,7 @@ def test_multiband_refused_then_bands_accepted(tmp_path, capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "alignclip.cli", "segment", "--help"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "alignclip.cli.main", "segment", "--help"], capture_output=True,
                          text=True, check=True).stdout
     assert "--classes-file" in out and "--upsampler-ckpt" in out and "--set" in out
 
@@ -125,7 +125,7 @@ def test_model_config_json_plus_local_state_dict(tmp_path, image_png):
 
     import torch
 
-    from alignclip.backbone import CONFIG_DIR, create_clip
+    from alignclip.models.clip import CONFIG_DIR, create_clip
 
     cfg = tmp_path / "my-tiny-clip.json"
     cfg.write_text((CONFIG_DIR / "tiny.json").read_text())
@@ -139,7 +139,7 @@ def test_model_config_json_plus_local_state_dict(tmp_path, image_png):
 
 
 def test_build_segmentor_one_call():
-    from alignclip.segmentor import build_segmentor
+    from alignclip.pipeline.segmentor import build_segmentor
 
     seg = build_segmentor("alignclip-d", dataset="potsdam", smoke=True, long_side=224)
     assert seg.classes.num_classes == 6 and seg.config.alpha == 0.3 and seg.config.bg_idx == 5
@@ -148,7 +148,8 @@ def test_build_segmentor_one_call():
 
 
 def test_vfm_resolution_flag():
-    from alignclip.cli import build_parser, config_from_args
+    from alignclip.cli.args import config_from_args
+    from alignclip.cli.main import build_parser
 
     parser = build_parser()
     args = parser.parse_args(["segment", "x.png", "--classes", "a", "b", "--preset", "alignclip-s", "--smoke",

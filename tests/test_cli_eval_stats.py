@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from alignclip.cli import main
+from alignclip.cli.main import main
+from alignclip.kinds import PIPELINE_CHECK_LABEL
 from alignclip.data import generate_synthetic_dataset
 
 
@@ -35,7 +36,7 @@ def test_evaluate_prints_pipeline_check(results, capsys):
 def test_stats_ci_and_compare(results, capsys):
     assert main(["stats", "ci", str(results["segearth-ov"]), "--n-boot", "200", "--json"]) == 0
     text = capsys.readouterr().out
-    assert "95% CI" in text and "pipeline check" in text
+    assert "95% CI" in text and PIPELINE_CHECK_LABEL in text
     assert json.loads(text.strip().splitlines()[-1])["n_boot"] == 200
     assert main(["stats", "compare", str(results["segearth-ov"]), str(results["segearth-ov+sga"]), "--n-boot",
                  "200"]) == 0

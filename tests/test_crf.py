@@ -7,25 +7,24 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.config import build_config
-from alignclip.crf import (
+from alignclip.data import generate_synthetic_dataset, load_manifest
+from alignclip.errors import ConfigError, InputError
+from alignclip.evaluation.confusion import ConfusionAccumulator
+from alignclip.evaluation.crf import evaluate_with_crf
+from alignclip.evaluation.evaluate import evaluate
+from alignclip.ops.crf import (
     CRF_DEFAULTS,
     PIP_COMMAND,
     check_crf_params,
     crf_available,
-    crf_labels,
-    crf_probabilities,
     dense_crf,
     dense_crf_marginals,
-    evaluate_crf_runs,
-    evaluate_with_crf,
 )
-from alignclip.data import generate_synthetic_dataset, load_manifest
-from alignclip.errors import ConfigError, InputError
-from alignclip.evaluate import evaluate
-from alignclip.metrics import ConfusionAccumulator
-from alignclip.postprocess import predict_labels
-from alignclip.segmentor import Segmentor
+from alignclip.ops.postprocess import predict_labels
+from alignclip.pipeline.config import build_config
+from alignclip.pipeline.crf import crf_labels, crf_probabilities
+from alignclip.pipeline.segmentor import Segmentor
+from alignclip.study.crf import evaluate_crf_runs
 
 needs_crf = pytest.mark.skipif(not crf_available(), reason=f"pydensecrf not importable: {PIP_COMMAND}")
 

@@ -19,7 +19,7 @@ from alignclip.data import (
 from alignclip.data.fakes import FAKE_MARKER, FAKE_REGION_CLASSES
 from alignclip.data.synthetic import synthetic_scene
 from alignclip.errors import ConfigError, DatasetError, InputError
-from alignclip.imageio import read_image
+from alignclip.io.images import read_image
 
 N, SIZE = 4, 96
 ALL = list_datasets()

@@ -156,7 +156,7 @@ def test_isaid_real_fixture_crops(fixtures_dir, tmp_path):
         "P0003_0_896_0_896", "P0003_0_896_251_1147", "P0003_127_1023_0_896",
         "P0003_127_1023_251_1147", "P0004_0_896_0_896", "P0004_512_1408_0_896",
         "P0004_568_1464_0_896"]
-    from alignclip.imageio import read_image
+    from alignclip.io.images import read_image
 
     full, _ = rgb_to_index(read_image(raw / "val" / "images" /
                                       "P0004_instance_color_RGB.png")[0], ISAID_PALETTE)

@@ -10,7 +10,7 @@ from PIL import Image
 from alignclip.data import generate_synthetic_dataset, open_dataset
 from alignclip.data.labels import ISAID_PALETTE, rgb_to_index
 from alignclip.errors import DatasetError, DatasetNotFoundError
-from alignclip.imageio import read_image
+from alignclip.io.images import read_image
 
 
 def _counts(label: np.ndarray) -> dict[int, int]:

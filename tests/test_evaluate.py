@@ -8,12 +8,13 @@ import sys
 import numpy as np
 import pytest
 
-from alignclip.config import build_config
 from alignclip.data import generate_synthetic_dataset
 from alignclip.errors import InputError
-from alignclip.evaluate import DistInfo, evaluate, run_fingerprint, shard_indices
-from alignclip.metrics import ConfusionAccumulator, iou_from_confusion
-from alignclip.segmentor import Segmentor
+from alignclip.evaluation.confusion import ConfusionAccumulator
+from alignclip.evaluation.evaluate import DistInfo, evaluate, run_fingerprint, shard_indices
+from alignclip.evaluation.metrics import iou_from_confusion
+from alignclip.pipeline.config import build_config
+from alignclip.pipeline.segmentor import Segmentor
 
 OVER = dict(long_side=128)
 
@@ -93,7 +94,7 @@ def test_resume_with_other_config_refused(synth, config, reference, tmp_path):
 
 
 def test_fingerprint_follows_the_package_code(config, monkeypatch):
-    import alignclip.evaluate as ev
+    import alignclip.evaluation.evaluate as ev
 
     fp = run_fingerprint(config, "synthetic", None, None, ("a", "b"))
     monkeypatch.setattr(ev, "code_sha256", lambda: "edited-code")
@@ -101,7 +102,7 @@ def test_fingerprint_follows_the_package_code(config, monkeypatch):
 
 
 def test_code_hash_changes_with_any_code_file(tmp_path):
-    from alignclip.provenance import code_sha256
+    from alignclip.io.provenance import code_sha256
 
     assert code_sha256() == code_sha256() and len(code_sha256()) == 16
     (tmp_path / "pkg").mkdir()
@@ -138,7 +139,7 @@ def test_torchrun_two_processes_equal_one(synth, reference, tmp_path):
     out = tmp_path / "ddp.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "alignclip.cli", "evaluate", "--dataset", "synthetic", "--data-root", str(synth), "--out",
+           "-m", "alignclip.cli.main", "evaluate", "--dataset", "synthetic", "--data-root", str(synth), "--out",
            str(out), "--preset", "alignclip-d", "--smoke", "--set", "long_side=128", "--no-progress"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

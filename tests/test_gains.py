@@ -1,4 +1,4 @@
-"""Paired gains beside the paper's (alignclip.gains, .gains_report): Tables 3, 10, 12, 13 and sweep optima.
+"""Paired gains beside the paper's (alignclip.study.gains, .gains_report): Tables 3, 10, 12, 13 and sweep optima.
 
 Hand-checkable cases: every image of a run has the same confusion matrix, so every bootstrap resample
 gives the same difference and the interval is a point.
@@ -14,22 +14,22 @@ import pandas as pd
 import pytest
 
 from alignclip.errors import InputError
-from alignclip.gains import (
+from alignclip.evaluation.confusion import ConfusionAccumulator
+from alignclip.paper.names import TABLE3_ROWS
+from alignclip.study.gains import (
     TABLE3,
     TABLE3_CLAIMS,
-    TABLE3_ROWS,
     TABLE12_PAIRS,
     average_gains,
+    check_claims,
     claimed_gains,
     paired_deltas,
     paper_deltas,
     paper_gains,
     plugin_table,
     sweep_claims,
-    switch_pairs,
-    switch_runs,
 )
-from alignclip.gains_report import (
+from alignclip.study.gains_report import (
     deltas_beside_paper,
     deltas_vs_paper,
     plot_deltas,
@@ -39,8 +39,8 @@ from alignclip.gains_report import (
     rounded,
     wide_comparison,
 )
-from alignclip.metrics import ConfusionAccumulator
-from alignclip.study import check_claims, paper_comparison
+from alignclip.study.runs import switch_pairs, switch_runs
+from alignclip.study.tables import paper_comparison
 
 matplotlib.use("Agg")
 
@@ -99,7 +99,7 @@ def test_paired_deltas_hand_case(tmp_path):
 def test_pipeline_checks_get_no_verdict(tmp_path):
     gains = paired_deltas(_switch_results(tmp_path, "pipeline-check"), [("base", "base+sga")], claimed_sign=-1,
                           n_boot=50)
-    assert set(gains["verdict"]) == {"pipeline check"}
+    assert set(gains["verdict"]) == {"pipeline-check"}
     with pytest.raises(InputError, match="no dataset"):
         paired_deltas(_switch_results(tmp_path, "pipeline-check"), [("base", "other")])
 
@@ -115,7 +115,7 @@ def test_average_gain_is_exact_when_every_image_improves_alike(tmp_path):
     assert out.loc["b", "n_datasets"] == 2
     assert out.loc["a", "verdict"] == "not distinguishable from zero" and pd.isna(out.loc["a", "paper"])
     fake = _results(tmp_path, runs, kind="pipeline-check")
-    assert average_gains(fake, [("a", "b")], n_boot=50)["verdict"].iloc[0] == "pipeline check"
+    assert average_gains(fake, [("a", "b")], n_boot=50)["verdict"].iloc[0] == "pipeline-check"
 
 
 def test_average_gains_are_the_avg_rows_of_paired_deltas_on_sorted_datasets(tmp_path):
@@ -219,7 +219,7 @@ def test_tables_and_figure(tmp_path):
     assert list(wide["source"]) == ["paper", "paper", "ours"]
     assert pd.isna(wide.iloc[2]["COCO-Stuff"])  # not run by us
     table = results_beside_paper(results, "table12_natural_images")
-    assert list(table["source"]).count("paper") == 6 and set(table["status"]) == {"reported only", "pipeline check"}
+    assert list(table["source"]).count("paper") == 6 and set(table["status"]) == {"reported only", "pipeline-check"}
     assert pd.isna(table.iloc[-1]["Avg"])  # two of five datasets: no average
     fig = plot_deltas(ours, paper, title="Table 12")
     assert "PIPELINE CHECK" in fig.axes[0].get_title()
@@ -248,7 +248,7 @@ def test_wide_comparison_and_plugin_table(tmp_path):
     assert wide.loc[("clip", "ours"), "VDD"] == pytest.approx(round(res["miou"].iloc[0], 2))
     raw = plugin_table(res, ["clip"], alpha=0.1, n_boot=50)
     table = raw.set_index("method")
-    assert table.loc["clip", "status"] == "pipeline check"
+    assert table.loc["clip", "status"] == "pipeline-check"
     assert table.loc["clip", "gain"] == pytest.approx(100 - res["miou"].iloc[0])
     assert table.loc["clip", "paper_base"] == pytest.approx(11.4)  # CLIP's Table 2 average
     assert table.loc[["ProxyCLIP", "SC-CLIP", "CorrCLIP"], "paper_gain"].tolist() == [1.7, 1.9, 1.6]
@@ -259,7 +259,7 @@ def test_wide_comparison_and_plugin_table(tmp_path):
 
 def test_plot_gains_says_pipeline_check():
     claims = pd.DataFrame(dict(baseline="a", method="b", dataset=["potsdam", "vdd"], delta=[1.0, -1.0],
-                               ci_low=[0.5, -2.0], ci_high=[1.5, 0.2], verdict="pipeline check"))
+                               ci_low=[0.5, -2.0], ci_high=[1.5, 0.2], verdict="pipeline-check"))
     paper = pd.DataFrame(dict(baseline="a", method="b", dataset=["potsdam", "vdd"], paper_delta=[0.1, 0.2]))
     ax = plot_gains(claims, paper, title="gains").axes[0]
     assert "PIPELINE CHECK" in ax.get_title()

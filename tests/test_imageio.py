@@ -1,4 +1,4 @@
-"""Tests for alignclip.imageio: content-sniffed reading, conversions, mask writing, resizing."""
+"""Tests for alignclip.io.images: content-sniffed reading, conversions, mask writing, resizing."""
 
 from __future__ import annotations
 
@@ -11,18 +11,16 @@ import numpy as np
 import pytest
 from PIL import Image, features
 
-from alignclip import imageio
 from alignclip.errors import InputError
-from alignclip.imageio import (
-    colorize,
-    default_palette,
+from alignclip.io import images as imageio
+from alignclip.io.images import (
     read_image,
     read_label,
     resize_long_side,
     stretch_to_uint8,
     write_mask,
-    write_overlay,
 )
+from alignclip.io.overlay import colorize, default_palette, write_overlay
 
 rasterio = pytest.importorskip("rasterio")
 from affine import Affine  # noqa: E402  (installed with rasterio)

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score
 
 from alignclip.errors import ConfigError, InputError
-from alignclip.kmeans import kmeans, sq_distances
+from alignclip.ops.kmeans import kmeans, sq_distances
 
 
 def _blobs(seed: int, n: int = 90, k: int = 3, dim: int = 5) -> tuple[np.ndarray, np.ndarray]:

@@ -1,4 +1,4 @@
-"""Tests of alignclip.metrics (mIoU exactly as mmseg's IoUMetric)."""
+"""Tests of alignclip.evaluation.confusion (mIoU exactly as mmseg's IoUMetric)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,10 @@ import pytest
 import torch
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
+from alignclip.data.labels import reduce_zero_label
 from alignclip.errors import DatasetError, InputError
-from alignclip.metrics import (
-    ConfusionAccumulator,
-    confusion_matrix,
-    iou_from_confusion,
-    reduce_zero_label,
-)
+from alignclip.evaluation.confusion import ConfusionAccumulator
+from alignclip.evaluation.metrics import confusion_matrix, iou_from_confusion
 
 # 2 classes, 3x3, one ignored pixel (bottom right, predicted 1: must not count).
 LABEL = np.array([[0, 0, 0], [0, 1, 1], [1, 1, 255]], dtype=np.uint8)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.segmentor import build_segmentor
+from alignclip.pipeline.segmentor import build_segmentor
 
 _HOST_READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__")
 

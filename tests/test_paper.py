@@ -1,4 +1,4 @@
-"""Tests for alignclip.paper: the shipped paper tables and the paper-vs-ours comparison."""
+"""Tests for alignclip.paper.tables: the shipped paper tables and the paper-vs-ours comparison."""
 
 from __future__ import annotations
 
@@ -8,14 +8,8 @@ import pandas as pd
 import pytest
 
 from alignclip.errors import ConfigError, InputError
-from alignclip.paper import (
-    DATASET_KEYS,
-    RS_DATASETS,
-    compare_with_paper,
-    list_tables,
-    load_table,
-    paper_row,
-)
+from alignclip.paper.names import PACKAGE_DATASET, RS_COLUMNS
+from alignclip.paper.tables import compare_with_paper, list_tables, load_table, paper_row
 
 EXPECTED_TABLES = [
     "table1_intra_class_similarity", "table2_main", "table3_component_ablation",
@@ -34,7 +28,7 @@ def test_every_table_loads_with_numbers(name):
     df = load_table(name)
     assert isinstance(df, pd.DataFrame) and len(df) >= 2
     for col in df.columns:
-        if col in RS_DATASETS or col == "Avg":
+        if col in RS_COLUMNS or col == "Avg":
             assert df[col].dtype.kind == "f"
             assert ((df[col] >= 0) & (df[col] <= 100)).all()
 
@@ -42,8 +36,8 @@ def test_every_table_loads_with_numbers(name):
 def test_rs_tables_have_the_eight_datasets_in_paper_order():
     for name in ("table2_main", "table3_component_ablation", "table7_alpha_sensitivity",
                  "table10_sga_plugin", "table13_densecrf"):
-        cols = [c for c in load_table(name).columns if c in RS_DATASETS]
-        assert cols == RS_DATASETS
+        cols = [c for c in load_table(name).columns if c in RS_COLUMNS]
+        assert cols == RS_COLUMNS
 
 
 def test_short_name_and_unknown_table():
@@ -53,10 +47,10 @@ def test_short_name_and_unknown_table():
 
 
 def test_dataset_keys_cover_all_paper_columns():
-    assert [DATASET_KEYS[d] for d in RS_DATASETS] == [
+    assert [PACKAGE_DATASET[d] for d in RS_COLUMNS] == [
         "openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd"]
     natural = [c for c in load_table("table12_natural_images").columns if c not in ("method", "Avg")]
-    assert [DATASET_KEYS[c] for c in natural] == [
+    assert [PACKAGE_DATASET[c] for c in natural] == [
         "cityscapes", "ade20k", "coco_stuff171", "pascal_context59", "pascal_voc20"]
 
 
@@ -99,7 +93,7 @@ def test_compare_with_paper_hand_made():
 
 
 def test_compare_with_paper_all_datasets_and_other_row():
-    ours = {k: 40.0 for k in RS_DATASETS}
+    ours = {k: 40.0 for k in RS_COLUMNS}
     df = compare_with_paper(ours, method="SegEarth-OV", kind="reproduction")
     assert len(df) == 9 and (df["kind"] == "reproduction").all()
     avg = df.iloc[-1]

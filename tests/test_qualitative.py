@@ -4,15 +4,15 @@ import numpy as np
 import pytest
 
 from alignclip.errors import InputError
-from alignclip.qualitative import (
+from alignclip.evaluation.metrics import pixel_accuracy
+from alignclip.study import start_study
+from alignclip.study.qualitative import (
     accuracy_table,
     class_names_of,
     pick_images,
-    pixel_accuracy,
     plot_panels,
     predict_panels,
 )
-from alignclip.study import start_study
 
 PRESETS = ["clearclip", "segearth-ov"]
 

@@ -4,13 +4,14 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.bench_probes import PeakMemory
-from alignclip.config import build_config
 from alignclip.errors import ConfigError, InputError
-from alignclip.postprocess import class_probabilities, predict_labels
-from alignclip.resize import bilinear_rows
-from alignclip.segmentor import Segmentor, resolve_window_batch
-from alignclip.windows import accumulate_windows, extract_windows, window_boxes, window_counts
+from alignclip.evaluation.probes import PeakMemory
+from alignclip.ops.postprocess import class_probabilities, predict_labels
+from alignclip.ops.resize import bilinear_rows
+from alignclip.ops.windows import accumulate_windows, extract_windows, window_boxes, window_counts
+from alignclip.pipeline.config import build_config
+from alignclip.pipeline.runtime import resolve_window_batch
+from alignclip.pipeline.segmentor import Segmentor
 
 CLASSES = ["background", "building,roof", "road", "water"]
 

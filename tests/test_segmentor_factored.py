@@ -1,4 +1,4 @@
-"""The segmentor's factored upsampled logits equal the dense ones (alignclip.jbu_ops.FactoredFeatures)."""
+"""The segmentor's factored upsampled logits equal the dense ones (alignclip.ops.jbu.FactoredFeatures)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from alignclip.jbu_ops import FactoredFeatures
-from alignclip.segmentor import build_segmentor
+from alignclip.ops.jbu import FactoredFeatures
+from alignclip.pipeline.segmentor import build_segmentor
 
 
 @pytest.mark.parametrize("preset", ["segearth-ov", "alignclip-d"])

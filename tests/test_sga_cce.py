@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from alignclip.cce import cluster_mask, cosine_affinity, fuse_logits, propagate_within_clusters
 from alignclip.errors import ConfigError
-from alignclip.sga import self_guided_alignment
+from alignclip.ops.cce import cluster_mask, cosine_affinity, fuse_logits, propagate_within_clusters
+from alignclip.ops.sga import self_guided_alignment
 
 
 def test_sga_hand_checkable():

@@ -1,14 +1,14 @@
-"""Tests of alignclip.stats (image-level bootstrap of dataset mIoU)."""
+"""Tests of alignclip.evaluation.bootstrap (image-level bootstrap of dataset mIoU)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-import alignclip.stats as stats
+import alignclip.evaluation.bootstrap as stats
 from alignclip.errors import InputError
-from alignclip.metrics import iou_from_confusion
-from alignclip.stats import bootstrap_miou, classify_gain, paired_bootstrap
+from alignclip.evaluation.bootstrap import bootstrap_miou, classify_gain, paired_bootstrap
+from alignclip.evaluation.metrics import iou_from_confusion
 
 CM_A = np.array([[3, 1], [0, 4]], dtype=np.int64)
 CM_B = np.array([[1, 2], [2, 5]], dtype=np.int64)

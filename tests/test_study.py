@@ -2,8 +2,8 @@
 
 import pytest
 
+from alignclip.cli.notebooks import check_parameters, list_notebooks, notebook_path, run_notebook
 from alignclip.errors import ConfigError, DatasetNotFoundError
-from alignclip.notebooks import check_parameters, list_notebooks, notebook_path, run_notebook
 from alignclip.study import (
     check_claims,
     evaluate_runs,
@@ -117,7 +117,7 @@ def test_tables_and_claims(results):
     cmp = paper_comparison(results, "table2_main", {"alignclip-d": "AlignCLIP-D"})
     assert set(cmp["kind"]) == {"pipeline-check"}
     claims = check_claims(results, [("segearth-ov", "alignclip-d")], n_boot=100)
-    assert set(claims["verdict"]) == {"pipeline check"} and len(claims) == 2
+    assert set(claims["verdict"]) == {"pipeline-check"} and len(claims) == 2
 
 
 def test_notebook_parameters_checked():
@@ -152,8 +152,8 @@ def test_papermill_sees_every_parameter():
 
 
 def test_run_notebook_never_overwrites_committed(tmp_path):
+    from alignclip.cli.notebooks import NOTEBOOK_DIR
     from alignclip.errors import InputError
-    from alignclip.notebooks import NOTEBOOK_DIR
 
     with pytest.raises(InputError, match="overwrite the committed notebook"):
         run_notebook("03", {}, NOTEBOOK_DIR)

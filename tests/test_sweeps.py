@@ -1,4 +1,4 @@
-"""Sweeps and ablation/plug-in runs (alignclip.sweeps); their gains are tested in test_gains.py."""
+"""Sweeps and ablation/plug-in runs (alignclip.study.sweeps); their gains are tested in test_gains.py."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from alignclip.errors import ConfigError, InputError
+from alignclip.paper.names import TABLE4_DATASETS
 from alignclip.study import grid_runs, start_study
-from alignclip.sweeps import (
-    TABLE4_DATASETS,
+from alignclip.study.sweeps import (
     describe_runs,
     plot_sweep,
     plugin_claims,

@@ -1,4 +1,4 @@
-"""Tests for alignclip.templates: the two template sets and template files."""
+"""Tests for alignclip.models.templates: the two template sets and template files."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import pytest
 from open_clip.zero_shot_metadata import OPENAI_IMAGENET_TEMPLATES
 
 from alignclip.errors import ConfigError, InputError
-from alignclip.templates import (
+from alignclip.models.templates import (
     OPENAI_TEMPLATES,
     REMOTE_SENSING_TEMPLATES,
     TEMPLATE_SETS,

@@ -1,4 +1,4 @@
-"""Tests of the JBU upsamplers (alignclip.upsampler)."""
+"""Tests of the JBU upsamplers (alignclip.models.upsampler)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
-from alignclip.jbu_ops import (
+from alignclip.models.upsampler import (
+    JBULearnedRange,
+    JBUOne,
+    JBUStack,
+    adaptive_conv,
+    build_upsampler,
+    load_upsampler_checkpoint,
+)
+from alignclip.ops.jbu import (
     FactoredFeatures,
     _bicubic_matrix,
     _tap_view,
@@ -18,14 +26,6 @@ from alignclip.jbu_ops import (
     cosine_logits,
     neighbour_dot_products,
     neighbour_dot_products_reference,
-)
-from alignclip.upsampler import (
-    JBULearnedRange,
-    JBUOne,
-    JBUStack,
-    adaptive_conv,
-    build_upsampler,
-    load_upsampler_checkpoint,
 )
 
 FEATUP_CKPT = ("featup", "clip_jbu_stack_cocostuff.ckpt")

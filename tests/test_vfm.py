@@ -19,7 +19,8 @@ from alignclip.errors import (  # noqa: E402
     InputError,
     WeightsNotFoundError,
 )
-from alignclip.vfm import VFM, create_vfm, list_vfms  # noqa: E402
+from alignclip.models.vfm import VFM, create_vfm  # noqa: E402
+from alignclip.models.vfm_builders import list_vfms  # noqa: E402
 
 TINY = ["tiny", "tiny_sam"]
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)

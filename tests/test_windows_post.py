@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from alignclip.postprocess import class_probabilities, predict_labels
-from alignclip.windows import (
+from alignclip.ops.postprocess import class_probabilities, predict_labels
+from alignclip.ops.windows import (
     accumulate_windows,
     axis_counts,
     axis_windows,

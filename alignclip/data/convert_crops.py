@@ -15,11 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
-from alignclip.data._io import gather_raw, write_rgb_png
 from alignclip.data.labels import ISAID_PALETTE, ISPRS_PALETTE, UAVID_PALETTE, rgb_to_index
 from alignclip.data.manifest import DatasetManifest
+from alignclip.data.raw import gather_raw, write_rgb_png
 from alignclip.errors import ConfigError, DatasetError, DatasetNotFoundError, InputError
-from alignclip.imageio import read_image, write_mask
+from alignclip.io.images import read_image, write_mask
 
 __all__ = ["convert_isaid", "convert_isprs", "convert_uavid", "isprs_starts", "slide_starts"]
 

@@ -25,11 +25,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alignclip.data._io import write_rgb_png
 from alignclip.data.manifest import DatasetManifest, load_manifest
+from alignclip.data.raw import write_rgb_png
 from alignclip.data.synthetic import generate_synthetic_dataset, synthetic_scene
 from alignclip.errors import ConfigError, DatasetError, InputError
-from alignclip.imageio import write_mask
+from alignclip.io.images import write_mask
 
 __all__ = ["FAKE_MARKER", "FAKE_REGION_CLASSES", "generate_fake_dataset"]
 

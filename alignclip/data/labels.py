@@ -1,4 +1,4 @@
-"""Colour-label palettes of the raw datasets and the colour -> class-id conversion.
+"""Label encodings: the raw datasets' colour palettes, colour -> class-id conversion, mmseg's ``reduce_zero_label``.
 
 The raw releases of Potsdam, Vaihingen, iSAID and UAVid store labels as RGB colours; the
 converters turn them into single-channel class ids with :func:`rgb_to_index`. Colours are given
@@ -11,7 +11,7 @@ import numpy as np
 
 from alignclip.errors import InputError
 
-__all__ = ["ISAID_PALETTE", "ISPRS_PALETTE", "UAVID_PALETTE", "rgb_to_index"]
+__all__ = ["ISAID_PALETTE", "ISPRS_PALETTE", "UAVID_PALETTE", "reduce_zero_label", "rgb_to_index"]
 
 #: ISPRS Potsdam/Vaihingen colours -> mmseg ids (0 = boundary/ignored, 1-6 classes).
 ISPRS_PALETTE: dict[tuple[int, int, int], int] = {
@@ -79,7 +79,7 @@ def rgb_to_index(
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
         raise InputError(f"rgb_to_index expects a [H, W, 3] uint8 colour label, got shape "
-                         f"{rgb.shape} of {rgb.dtype}; read it with alignclip.imageio.read_image")
+                         f"{rgb.shape} of {rgb.dtype}; read it with alignclip.io.images.read_image")
     colours = np.array(list(palette), dtype=np.int32).reshape(-1, 3)
     ids = np.array(list(palette.values()), dtype=np.int64)
     keys = _rgb_keys(colours)
@@ -90,3 +90,28 @@ def rgb_to_index(
     known = keys[pos] == flat
     out = np.where(known, ids[pos], default).astype(np.uint8)
     return out, int(known.size - np.count_nonzero(known))
+
+
+def reduce_zero_label(label: np.ndarray) -> np.ndarray:
+    """Shift labels down by one, mapping 0 to ignore (mmseg's ``reduce_zero_label``).
+
+    0 -> 255, then every label - 1, then 254 -> 255 (so 255 stays 255). Works on a copy; the
+    arithmetic is done in int32 so uint8 inputs do not wrap.
+
+    Args:
+        label: Integer label map of any shape, e.g. [H, W].
+
+    Returns:
+        A new array with the same shape and dtype as ``label``.
+    """
+    arr = np.asarray(label)
+    if not np.issubdtype(arr.dtype, np.integer):
+        raise InputError(
+            f"reduce_zero_label expects an integer label map, got dtype {arr.dtype}; "
+            "load labels as uint8/int arrays (never resample labels with interpolation)"
+        )
+    out = arr.astype(np.int32, copy=True)
+    out[out == 0] = 255
+    out -= 1
+    out[out == 254] = 255
+    return out.astype(arr.dtype)

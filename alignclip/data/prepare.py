@@ -20,14 +20,14 @@ from pathlib import Path
 
 import numpy as np
 
-from alignclip.data._io import clear_folders, copy_file, gather_raw
 from alignclip.data.convert_crops import convert_isaid, convert_isprs, convert_uavid
 from alignclip.data.labels import rgb_to_index
 from alignclip.data.manifest import DatasetManifest, load_manifest, manifest_sha256
+from alignclip.data.raw import clear_folders, copy_file, gather_raw
 from alignclip.data.synthetic import generate_synthetic_dataset
 from alignclip.data.verify import verify_dataset
 from alignclip.errors import ConfigError, DatasetError, DatasetNotFoundError, InputError
-from alignclip.imageio import read_image, read_label, write_mask
+from alignclip.io.images import read_image, read_label, write_mask
 
 __all__ = ["CONVERTERS", "PrepareResult", "prepare_dataset", "verify_dataset"]
 

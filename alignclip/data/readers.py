@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
+from alignclip.data.labels import reduce_zero_label
 from alignclip.data.manifest import DatasetManifest, load_manifest
 from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
-from alignclip.imageio import read_image, read_label
-from alignclip.metrics import reduce_zero_label
+from alignclip.io.images import read_image, read_label
 
 __all__ = ["Dataset", "Sample", "SegmentationDataset", "not_found_error", "open_dataset",
            "scan_pairs"]

@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from alignclip.data._io import write_rgb_png
+from alignclip.data.raw import write_rgb_png
 from alignclip.errors import InputError
-from alignclip.imageio import write_mask
+from alignclip.io.images import write_mask
 
 __all__ = ["SYNTHETIC_CLASSES", "generate_synthetic_dataset", "synthetic_scene"]
 

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import numpy as np
 
+from alignclip.data.labels import reduce_zero_label
 from alignclip.data.manifest import load_manifest
 from alignclip.data.readers import scan_pairs
 from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
-from alignclip.imageio import read_image, read_label
-from alignclip.metrics import reduce_zero_label
+from alignclip.io.images import read_image, read_label
 
 __all__ = ["verify_dataset"]
 

@@ -1,0 +1,88 @@
+"""Arguments shared by the commands: the model flags, ``--set KEY=VALUE``, class names, the pipeline-check note."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+from alignclip.errors import ConfigError, InputError
+from alignclip.kinds import PIPELINE_CHECK_LABEL
+
+__all__ = ["PIPELINE_CHECK_NOTE", "add_model_args", "config_from_args", "parse_set", "read_class_args"]
+
+PIPELINE_CHECK_NOTE = (f"{PIPELINE_CHECK_LABEL} in use ({{what}}); these outputs test the code path and are not a "
+                       "reproduction of any result")
+
+
+def _parse_value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    for cast in (int, float):
+        with contextlib.suppress(ValueError):
+            return cast(text)
+    return text
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["alpha=0.3", "sga=false"]`` → ``{"alpha": 0.3, "sga": False}``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r} must be KEY=VALUE (e.g. --set alpha=0.3)")
+        key, value = item.split("=", 1)
+        out[key.strip()] = _parse_value(value.strip())
+    return out
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """The model flags shared by segment, evaluate and bench."""
+    g = p.add_argument_group("model")
+    g.add_argument("--preset", default="alignclip-d", help="method preset, e.g. segearth-ov, alignclip-d, "
+                   "segearth-ov+sga (default: alignclip-d)")
+    g.add_argument("--smoke", action="store_true", help="tiny random models (pipeline check, no downloads)")
+    g.add_argument("--backbone", help="open_clip model name or model-config JSON (default ViT-B-16)")
+    g.add_argument("--pretrained", help="open_clip tag (openai), a local state-dict path, or none")
+    g.add_argument("--upsampler", choices=["jbu_one", "jbu_stack", "none"])
+    g.add_argument("--upsampler-ckpt", help="upsampler checkpoint path, or none for random weights")
+    g.add_argument("--vfm", help="VFM for CCE: dino_vitb16, dino_vitb8, sam_vitb, tiny")
+    g.add_argument("--vfm-pretrained", help="default (timm tag via the HF cache), a local file, or none")
+    g.add_argument("--vfm-resolution", choices=["window", "native"], help="VFM input per window: the window's "
+                   "own size (default) or the VFM's training size where it has one (SAM 1024²)")
+    g.add_argument("--templates", help="openai, remote-sensing, or a file with one template per line")
+    g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
+    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable), "
+                   "e.g. --set alpha=0.3 --set prob_thd=0.1")
+
+
+def config_from_args(args: argparse.Namespace, dataset: str | None = None):
+    """The configuration the model flags (and ``--set``) select, with ``dataset``'s settings."""
+    from alignclip.pipeline.config import (
+        build_config,  # imported on use: `alignclip --help` stays fast
+    )
+
+    over = {}
+    for flag in ("backbone", "pretrained", "upsampler", "upsampler_ckpt", "vfm", "vfm_pretrained", "vfm_resolution",
+                 "templates", "device"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            over[flag] = value
+    over.update(parse_set(getattr(args, "set", None)))
+    return build_config(args.preset, dataset=dataset, smoke=args.smoke, **over)
+
+
+def read_class_args(args: argparse.Namespace) -> list[str]:
+    """Class names from ``--classes`` or ``--classes-file`` (one per line, ``#`` comments)."""
+    if args.classes_file:
+        path = Path(args.classes_file)
+        if not path.is_file():
+            raise InputError(f"classes file {path} not found; give a text file with one class per line")
+        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        if not names:
+            raise InputError(f"classes file {path} has no class names; write one class per line")
+        return names
+    return list(args.classes or [])

@@ -1,0 +1,92 @@
+"""``alignclip bench``: time and memory of presets side by side (paper Table 11), optionally the growth with size.
+
+Registered by :mod:`alignclip.cli.main` (:func:`register_bench`); the model flags are the segment command's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+from pathlib import Path
+
+from alignclip.cli.args import add_model_args, config_from_args
+from alignclip.errors import InputError
+
+__all__ = ["bench_configs_from_args", "cmd_bench", "register_bench"]
+
+
+def bench_configs_from_args(args: argparse.Namespace) -> dict:
+    """``{preset spec: config}`` from ``--presets`` and the model flags (``--random-weights`` fills the weights)."""
+    from alignclip.evaluation.bench import (
+        parse_bench_preset,  # imported on use: `alignclip --help` stays fast
+    )
+
+    if args.random_weights:
+        for flag in ("pretrained", "upsampler_ckpt", "vfm_pretrained"):
+            if getattr(args, flag, None) is None:
+                setattr(args, flag, "none")
+    configs = {}
+    for spec in args.presets:
+        preset, extra = parse_bench_preset(spec)
+        ns = copy.copy(args)
+        ns.preset = preset
+        configs[spec] = config_from_args(ns).replace(**extra)
+    return configs
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from alignclip.evaluation.bench import growth, run_bench
+    from alignclip.io.files import write_json
+    from alignclip.study.bench import bench_frame, check_targets
+
+    if Path(args.json).exists() and not args.force:
+        raise InputError(f"{args.json} exists; pass --force to overwrite it or choose another --json path")
+    configs = bench_configs_from_args(args)
+    log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
+    result = run_bench(list(configs), configs=configs, size=args.size, images=args.images, warmup=args.warmup,
+                       classes=args.classes, reference_flops=not args.no_reference_flops,
+                       breakdown=not args.no_breakdown, log=log)
+    if args.growth:
+        first = next(iter(configs))
+        table = growth(first, args.growth, config=configs[first], classes=args.classes, log=log)
+        result["growth"] = table.to_dict(orient="records")
+    targets = check_targets(result)
+    result["targets"] = targets.to_dict(orient="records")
+    write_json(args.json, result, overwrite=args.force)
+    frame = bench_frame(result)[["preset", "ms_per_image", "peak_mem_mb", "gflop_per_image", "achieved_gflops",
+                                 "efficiency", "reference_efficiency", "ms_ratio", "mem_ratio"]]
+    print(frame.round(2).to_string(index=False))
+    print(f"dense fp32 matmul: {result['matmul_gflops']['mean']:.1f} GFLOP/s on {result['environment']['device_name']}")
+    if any(r["random_weights"] for r in result["presets"]):
+        print("random weights in use: timings and memory are valid (weights do not change the cost), outputs are not")
+    if not targets.empty:
+        print(targets.round(3).to_string(index=False))
+    print(f"bench written to {args.json}")
+    return 0
+
+
+def register_bench(sub) -> None:
+    """Add ``alignclip bench`` to the command parsers ``sub``."""
+    from alignclip.evaluation.bench import DEFAULT_CLASSES, DEFAULT_PRESETS
+
+    p = sub.add_parser("bench", help="time and peak memory of presets side by side (paper Table 11)")
+    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), metavar="P",
+                   help="preset specs PRESET[+sga|+cce][:key=value,...]; ratios are to the first "
+                        f"(default: {' '.join(DEFAULT_PRESETS)})")
+    p.add_argument("--size", type=int, default=448, help="side of the square test images (default 448)")
+    p.add_argument("--images", type=int, default=3, help="timed images per preset, median reported (default 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs per preset first (default 1)")
+    p.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES), metavar="NAME",
+                   help="class names (their number sets the text side of the cost)")
+    p.add_argument("--random-weights", action="store_true", help="real-size models with random weights "
+                   "(same cost, no weight files): sets --pretrained/--upsampler-ckpt/--vfm-pretrained none")
+    p.add_argument("--growth", nargs="+", type=int, metavar="SIDE", help="also time the first preset on square "
+                   "images of these sides without resize (e.g. 448 896 1792 3584)")
+    p.add_argument("--no-reference-flops", action="store_true", help="skip counting the upsampler's reference order")
+    p.add_argument("--no-breakdown", action="store_true", help="skip the per-module time breakdown run")
+    p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    p.add_argument("--json", required=True, metavar="OUT.json", help="where the results go")
+    p.add_argument("--force", action="store_true", help="overwrite --json")
+    add_model_args(p)
+    p.set_defaults(func=cmd_bench)

@@ -1,0 +1,26 @@
+"""The methods of the paper's tables, one module each, in Table 2's row order.
+
+:data:`METHODS` maps each preset name to its :class:`~alignclip.methods.base.Method`; the pipeline's presets
+(:data:`alignclip.pipeline.config.PRESETS`) and the paper's row names (:mod:`alignclip.paper.names`) are read from
+it. A new method is a new module here whose ``METHOD`` is added to :data:`METHODS`.
+"""
+
+from alignclip.methods import clearclip, clip, maskclip, naclip, sclip, segearth_ov
+from alignclip.methods.alignclip import ALIGNCLIP_D, ALIGNCLIP_S
+from alignclip.methods.base import BASELINE_PROTOCOL, Method
+
+__all__ = ["BASELINE_PROTOCOL", "METHODS", "Method", "get_method"]
+
+METHODS: dict[str, Method] = {
+    m.name: m
+    for m in (clip.METHOD, maskclip.METHOD, sclip.METHOD, clearclip.METHOD, naclip.METHOD, segearth_ov.METHOD,
+              ALIGNCLIP_D, ALIGNCLIP_S)
+}
+
+
+def get_method(name: str) -> Method:
+    """The method registered as ``name`` (a KeyError names the known ones)."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(METHODS)}") from None

@@ -1,0 +1,82 @@
+"""Cluster-Constrained Enhancement (CCE, paper Sec. 3.3-3.4, Eq. 10-14): pure tensor functions.
+
+The clustering itself (Eq. 9) is :func:`alignclip.ops.kmeans.kmeans`; the VFM that provides features and attention is
+:mod:`alignclip.models.vfm`.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from alignclip.errors import ConfigError, InputError
+
+AFFINITIES: tuple[str, ...] = ("attention", "cosine")
+
+
+def cluster_mask(cluster_ids: torch.Tensor) -> torch.Tensor:
+    """Binary mask M of Eq. 10: ``M[i, j] = 1`` iff patches i and j are in the same cluster.
+
+    Args:
+        cluster_ids: ``[..., N]`` integer cluster assignment.
+
+    Returns:
+        ``[..., N, N]`` boolean mask.
+    """
+    return cluster_ids.unsqueeze(-1) == cluster_ids.unsqueeze(-2)
+
+
+def propagate_within_clusters(affinity: torch.Tensor, cluster_ids: torch.Tensor,
+                              logits: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Propagate logits along affinities restricted to each cluster (Eq. 11-12).
+
+    ``Â = A ⊙ M`` (Eq. 11) is row-normalised (the "Norm" of Eq. 12: each row sums to 1, so every output is a weighted
+    average of the logits of patches in the same cluster) and applied to the logits: ``Ŝ = Norm(Â) S'``.
+
+    Args:
+        affinity: ``[..., N, N]`` non-negative affinities (VFM attention or clamped cosine similarity).
+        cluster_ids: ``[..., N]`` cluster assignment.
+        logits: ``[..., N, K]`` patch logits S'.
+        eps: guards rows whose masked affinities sum to 0 (they then return 0).
+
+    Returns:
+        ``[..., N, K]`` refined logits Ŝ.
+    """
+    if affinity.shape[-1] != affinity.shape[-2] or affinity.shape[-1] != logits.shape[-2]:
+        raise InputError(f"affinity {tuple(affinity.shape)} must be [N, N] and logits {tuple(logits.shape)} [N, K]")
+    if cluster_ids.shape[-1] != affinity.shape[-1]:
+        raise InputError(f"cluster_ids {tuple(cluster_ids.shape)} must have N={affinity.shape[-1]} entries")
+    masked = affinity * cluster_mask(cluster_ids).to(affinity.dtype)
+    masked = masked / masked.sum(dim=-1, keepdim=True).clamp_min(eps)
+    return masked @ logits.to(masked.dtype)
+
+
+def cosine_affinity(feats: torch.Tensor) -> torch.Tensor:
+    """Cosine-similarity affinity between patch features, negatives clamped to 0.
+
+    Args:
+        feats: ``[..., N, D]``.
+
+    Returns:
+        ``[..., N, N]`` in [0, 1].
+    """
+    f = F.normalize(feats.float(), dim=-1)
+    return (f @ f.transpose(-1, -2)).clamp_min(0.0)
+
+
+def fuse_logits(refined: torch.Tensor, upsampled: torch.Tensor, beta: float) -> torch.Tensor:
+    """Eq. 14: ``S_final = β · Interpolate(Ŝ) + (1 − β) · S_up`` with bilinear interpolation.
+
+    Args:
+        refined: ``[B, K, h, w]`` CCE-refined logits Ŝ at the VFM/patch grid.
+        upsampled: ``[B, K, H, W]`` upsampled logits S_up.
+        beta: fusion weight in [0, 1].
+
+    Returns:
+        ``[B, K, H, W]``.
+    """
+    if not 0.0 <= float(beta) <= 1.0:
+        raise ConfigError(f"beta={beta} is outside [0, 1]; the fusion weight must be in [0, 1] (e.g. 0.2)")
+    if refined.shape[-2:] != upsampled.shape[-2:]:
+        refined = F.interpolate(refined, size=upsampled.shape[-2:], mode="bilinear", align_corners=False)
+    return beta * refined + (1.0 - beta) * upsampled

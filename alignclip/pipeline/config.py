@@ -1,0 +1,200 @@
+"""Segmentor configuration: one frozen dataclass, named presets for every method of the study, Table 6.
+
+``build_config(preset, dataset=None, **overrides)`` gives the configuration of a method, optionally with a
+dataset's settings (background threshold and index from its manifest, AlignCLIP's α and β from the paper's
+Table 6) and any field overridden. A preset with a module switched on is written ``PRESET+sga`` / ``PRESET+cce``
+(e.g. ``segearth-ov+sga`` is Table 3's second row).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from alignclip.data import load_manifest
+from alignclip.errors import ConfigError
+from alignclip.methods import METHODS
+from alignclip.ops.attention import ATTENTION_MODES
+from alignclip.ops.cce import AFFINITIES
+
+UPSAMPLERS = ("jbu_one", "jbu_stack", "none")
+SGA_SOURCES = ("patch", "upsampled")
+SGA_SCOPES = ("window", "image")
+GRID_ALIGNS = ("vfm", "clip")
+VFM_RESOLUTIONS = ("window", "native")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
+def check_window_batch(value: object) -> None:
+    """``window_batch`` must be ``"auto"`` or an int >= 1 (one-line :class:`ConfigError` otherwise)."""
+    if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ConfigError(f"window_batch={value!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an int >= 1")
+
+
+@dataclass(frozen=True)
+class SegmentorConfig:
+    """Every setting of the pipeline. Defaults are AlignCLIP-D's (paper Sec. 4.1; see the decisions register)."""
+
+    # --- CLIP backbone (Sec. 3.1)
+    backbone: str = "ViT-B-16"  # open_clip model name or a model-config JSON path
+    pretrained: str = "openai"  # open_clip tag, local state-dict path, or "none" (random)
+    attention: str = "segearth"  # last-block attention mode (Eq. 2 = "segearth")
+    drop_residual: bool = True  # drop the last block's residual and FFN (the baseline's ignore_residual)
+    naclip_std: float = 5.0  # Gaussian std (patches) of the naclip mode
+    cls_token_lambda: float = -0.3  # global-bias alleviation: logits += λ · sim(CLS, T); 0 disables it
+    # --- text (Sec. 3.1, A.2)
+    templates: str = "remote-sensing"  # "openai", "remote-sensing" or a file with one template per line
+    # --- sliding window (Sec. 4.1)
+    long_side: int | None = 448  # resize so the long side is this (None: keep the input size)
+    crop: int = 224
+    stride: int = 112
+    # windows per forward: "auto" = 1 on CPU (faster and lighter there), 32 on CUDA or any other accelerator
+    # (resolved by alignclip.pipeline.runtime.resolve_window_batch), or an int >= 1
+    window_batch: int | str = "auto"
+    # --- upsampler (Sec. 3.4)
+    upsampler: str = "jbu_one"  # "jbu_one", "jbu_stack" or "none"
+    upsampler_ckpt: str | None = None  # checkpoint path; "none" = random weights (explicit pipeline check)
+    # --- Self-Guided Alignment (Sec. 3.2)
+    sga: bool = True
+    alpha: float = 0.3  # balance ratio of Eq. 7 (Table 6 per dataset)
+    top_n: int = 1  # prototypes averaged per text embedding (Fig. 4)
+    sga_source: str = "patch"  # prototypes from "patch" features P or "upsampled" features
+    sga_scope: str = "window"  # prototypes searched per "window" or over the whole "image"
+    sga_cls_term: bool = True  # the CLS bias term uses the aligned embeddings T' (else the original T)
+    # --- Cluster-Constrained Enhancement (Sec. 3.3)
+    cce: bool = True
+    vfm: str = "dino_vitb16"  # "dino_vitb16", "dino_vitb8", "sam_vitb", "tiny"
+    vfm_pretrained: str = "default"  # "default" (timm tag via the HF cache), a local file, or "none"
+    n_clusters: int = 3  # K_c of Eq. 9
+    kmeans_iters: int = 30
+    kmeans_init: int = 4
+    affinity: str = "attention"  # A of Eq. 11: VFM last-layer "attention" or "cosine" similarity of features
+    grid_align: str = "vfm"  # propagate on the "vfm" grid (CLIP logits resized to it) or the "clip" grid
+    # VFM input per window: the window's own "window" size (SAM 14x14 grid at 224) or the VFM's "native" training
+    # size where it has one (SAM 1024², 64x64 grid; DINO has none: same as "window"); grid_align="clip" overrides it
+    vfm_resolution: str = "window"
+    beta: float = 0.3  # fusion weight of Eq. 14 (Table 6 per dataset)
+    # --- post-processing
+    logit_scale: float = 50.0
+    prob_thd: float = 0.0  # below this max probability a pixel becomes bg_idx
+    bg_idx: int = 0
+    # --- runtime
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
+    seed: int = 0  # K-Means initialisation
+
+    def __post_init__(self) -> None:
+        _choice("attention", self.attention, ATTENTION_MODES)
+        _choice("upsampler", self.upsampler, UPSAMPLERS)
+        _choice("sga_source", self.sga_source, SGA_SOURCES)
+        _choice("sga_scope", self.sga_scope, SGA_SCOPES)
+        _choice("affinity", self.affinity, AFFINITIES)
+        _choice("grid_align", self.grid_align, GRID_ALIGNS)
+        _choice("vfm_resolution", self.vfm_resolution, VFM_RESOLUTIONS)
+        _choice("precision", self.precision, PRECISIONS)
+        for name in ("alpha", "beta"):
+            v = getattr(self, name)
+            if not 0.0 <= v <= 1.0:
+                raise ConfigError(f"{name}={v} is outside [0, 1]; set {name} to a value between 0 and 1")
+        if not 0.0 <= self.prob_thd <= 1.0:
+            raise ConfigError(f"prob_thd={self.prob_thd} is outside [0, 1]")
+        check_window_batch(self.window_batch)
+        for name in ("n_clusters", "top_n", "crop", "stride", "kmeans_iters", "kmeans_init"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}={getattr(self, name)} must be >= 1")
+        if self.stride > self.crop:
+            raise ConfigError(f"stride={self.stride} > crop={self.crop} leaves pixels uncovered; use stride <= crop")
+        if self.long_side is not None and self.long_side < 16:
+            raise ConfigError(f"long_side={self.long_side} is too small; use >= 16 or None to keep the size")
+        if self.bg_idx < 0:
+            raise ConfigError(f"bg_idx={self.bg_idx} must be a class index >= 0")
+
+    def replace(self, **overrides: Any) -> SegmentorConfig:
+        """A copy with fields overridden (unknown names raise ConfigError listing the fields)."""
+        check_fields(overrides)
+        return dataclasses.replace(self, **overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(name: str, value: str, valid: tuple[str, ...]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name}={value!r} is not valid; choose one of {', '.join(valid)}")
+
+
+def check_fields(overrides: dict[str, Any]) -> None:
+    names = {f.name for f in fields(SegmentorConfig)}
+    bad = sorted(set(overrides) - names)
+    if bad:
+        raise ConfigError(f"unknown config field(s) {', '.join(bad)}; valid fields: {', '.join(sorted(names))}")
+
+
+#: Named presets (field overrides of the defaults), one per method of :mod:`alignclip.methods`: baselines follow the
+#: SegEarth-OV paper's protocol for them (same windows and templates, no upsampler, no CLS term).
+PRESETS: dict[str, dict[str, Any]] = {name: dict(method.settings) for name, method in METHODS.items()}
+
+#: Paper Table 6 (α, β per dataset and variant).
+TABLE6: dict[str, dict[str, dict[str, float]]] = {
+    "alignclip-d": {
+        "alpha": dict(openearthmap=0.1, loveda=0.7, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3,
+                      vdd=0.2),
+        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.1, vaihingen=0.5, uavid=0.3, udd5=0.2,
+                     vdd=0.3),
+    },
+    "alignclip-s": {
+        "alpha": dict(openearthmap=0.1, loveda=0.5, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3,
+                      vdd=0.2),
+        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.2, vaihingen=0.5, uavid=0.4, udd5=0.2,
+                     vdd=0.4),
+    },
+}
+
+#: Smoke profile: the tiny random CLIP, random upsampler and tiny VFM (pipeline checks on CPU, no downloads).
+SMOKE_OVERRIDES: dict[str, Any] = dict(backbone="tiny", pretrained="none", upsampler_ckpt="none", vfm="tiny",
+                                       vfm_pretrained="none", device="cpu")
+
+
+def list_presets() -> list[str]:
+    return list(PRESETS)
+
+
+def parse_preset(name: str) -> tuple[str, dict[str, Any]]:
+    """Split ``PRESET+sga+cce`` into the base preset and its field overrides."""
+    base, *switches = name.strip().lower().split("+")
+    if base not in PRESETS:
+        raise ConfigError(f"unknown preset {base!r}; choose one of {', '.join(PRESETS)} (optionally +sga / +cce)")
+    over = dict(PRESETS[base])
+    for s in switches:
+        if s not in ("sga", "cce"):
+            raise ConfigError(f"unknown preset switch +{s} in {name!r}; valid switches: +sga, +cce")
+        over[s] = True
+    return base, over
+
+
+def build_config(preset: str = "alignclip-d", dataset: str | None = None, smoke: bool = False,
+                 **overrides: Any) -> SegmentorConfig:
+    """Configuration of a method, with a dataset's settings and explicit overrides (in that order of priority).
+
+    Args:
+        preset: a name of :data:`PRESETS`, optionally with ``+sga`` / ``+cce``.
+        dataset: a dataset name with a manifest (sets ``prob_thd`` and ``bg_idx``; for AlignCLIP variants also
+            α and β from Table 6, the α/β of AlignCLIP-D for a ``+sga``/``+cce`` ablation of another preset).
+        smoke: apply :data:`SMOKE_OVERRIDES` (tiny random models) before ``overrides``.
+        overrides: any :class:`SegmentorConfig` field.
+    """
+    check_fields(overrides)
+    base, fields_ = parse_preset(preset)
+    if dataset is not None:
+        manifest = load_manifest(dataset)
+        fields_.update(prob_thd=float(manifest.prob_thd), bg_idx=int(manifest.bg_idx))
+        variant = base if base in TABLE6 else "alignclip-d"
+        key = manifest.name.lower()
+        if key in TABLE6[variant]["alpha"]:
+            fields_.update(alpha=TABLE6[variant]["alpha"][key], beta=TABLE6[variant]["beta"][key])
+    if smoke:
+        sam = str(fields_.get("vfm", SegmentorConfig.vfm)).startswith("sam")
+        fields_.update(SMOKE_OVERRIDES, vfm="tiny_sam" if sam else "tiny")  # tiny stand-in of the same family
+    fields_.update(overrides)
+    return SegmentorConfig(**fields_)

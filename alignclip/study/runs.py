@@ -1,0 +1,108 @@
+"""Evaluation runs of the study: what one run is, grids of runs, and their cached evaluation.
+
+Each run's RESULT.json is cached under ``output_dir/runs/<label>/<dataset>.json`` and reused when its fingerprint
+(configuration, data, code) matches, so rerunning a notebook, or another notebook with the same run, evaluates
+nothing twice.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from alignclip.data import load_manifest
+from alignclip.evaluation.bootstrap import bootstrap_miou
+from alignclip.evaluation.confusion import ConfusionAccumulator
+from alignclip.evaluation.evaluate import evaluate, load_result, run_fingerprint
+from alignclip.study.context import StudyContext
+
+__all__ = ["Run", "evaluate_runs", "grid_runs", "result_path", "switch_pairs", "switch_runs"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One evaluation: a label for tables, a preset (``PRESET+sga`` ...), a dataset and config overrides."""
+
+    label: str
+    preset: str
+    dataset: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
+
+
+def result_path(ctx: StudyContext, run: Run) -> Path:
+    return ctx.output_dir / "runs" / _slug(run.label) / f"{run.dataset}.json"
+
+
+def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None = None) -> pd.DataFrame:
+    """Evaluate every run (reusing cached RESULT.json files with the same fingerprint).
+
+    Returns:
+        One row per run: ``label, preset, dataset, miou, ci_low, ci_high, n_images, kind, path`` (the interval
+        is the 95 % percentile bootstrap over images).
+    """
+    configs = [ctx.config(run.preset, run.dataset, **run.overrides) for run in runs]  # every error before any run
+    rows = []
+    progress = (not ctx.is_pipeline_check) if progress is None else progress  # no bar lines in smoke notebooks
+    for run, cfg in tqdm(list(zip(runs, configs, strict=True)), desc="evaluations", disable=not progress):
+        manifest = load_manifest(run.dataset)
+        out = result_path(ctx, run)
+        fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
+        result = None
+        if out.is_file():
+            cached = load_result(out)
+            if cached.get("provenance", {}).get("fingerprint") == fingerprint:
+                result = cached
+        if result is None:
+            result = evaluate(cfg, run.dataset, ctx.dataset_root(run.dataset), out, limit=ctx.limit,
+                              force=True, progress=False)
+        acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
+        ci = bootstrap_miou(acc.per_image()[1], n_boot=ctx.n_boot, seed=0)
+        rows.append(dict(label=run.label, preset=run.preset, dataset=run.dataset, miou=result["miou"],
+                         ci_low=ci["ci_low"], ci_high=ci["ci_high"], n_images=result["num_images"],
+                         kind=result["kind"], path=str(out)))
+    return pd.DataFrame(rows)
+
+
+def grid_runs(presets: Sequence[str], datasets: Sequence[str], overrides: dict[str, Any] | None = None,
+              label: str | None = None) -> list[Run]:
+    """Every preset on every dataset, preset by preset: the one builder of run grids.
+
+    Args:
+        presets: preset names (``PRESET+sga`` ...).
+        datasets: dataset names.
+        overrides: config overrides of every run.
+        label: the label of every run (default: each run's preset name).
+    """
+    return [Run(label or p, p, d, dict(overrides or {})) for p in presets for d in datasets]
+
+
+def switch_runs(bases: Sequence[str], datasets: Sequence[str], switch: str = "sga",
+                overrides: dict[str, Any] | None = None) -> list[Run]:
+    """Runs of every base preset and of ``base+switch`` on every dataset.
+
+    Args:
+        bases: preset names (e.g. ``["segearth-ov", "sclip"]``).
+        datasets: dataset names.
+        switch: the module switched on (``sga`` or ``cce``).
+        overrides: config overrides of the switched runs only (e.g. ``{"alpha": 0.1}``).
+
+    Returns:
+        ``Run(base)`` then ``Run(base+switch)`` on every dataset, for every base (labels = preset names).
+    """
+    return [run for base in bases
+            for run in grid_runs([base], datasets) + grid_runs([f"{base}+{switch}"], datasets, overrides)]
+
+
+def switch_pairs(bases: Sequence[str], switch: str = "sga") -> list[tuple[str, str]]:
+    """``(base, base+switch)`` label pairs of :func:`switch_runs`."""
+    return [(base, f"{base}+{switch}") for base in bases]

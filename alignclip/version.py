@@ -1,0 +1,3 @@
+"""The package version (one place; the root package and RESULT.json provenance read it)."""
+
+__version__ = "0.1.0"
