@@ -6,6 +6,16 @@ expected, where the code looked, and the exact fix, in one line.
 
 from __future__ import annotations
 
+__all__ = [
+    "AlignCLIPError",
+    "CheckpointError",
+    "ConfigError",
+    "DatasetError",
+    "DatasetNotFoundError",
+    "InputError",
+    "WeightsNotFoundError",
+]
+
 
 class AlignCLIPError(Exception):
     """Base class of every error raised on purpose by alignclip."""

@@ -113,8 +113,16 @@ def _two_domains(seed: int = 0) -> DomainFeatures:
             cls = np.tile(np.arange(3), 24)
             img = np.repeat(np.arange(6), 12)
             f = centres[cls] + noise * rng.normal(size=(len(cls), 16))
-            parts.append((f, cls, np.array([f"c{c}" for c in cls]), np.full(len(cls), ds),
-                          np.full(len(cls), domain), np.array([f"{ds}/{i}" for i in img])))
+            parts.append(
+                (
+                    f,
+                    cls,
+                    np.array([f"c{c}" for c in cls]),
+                    np.full(len(cls), ds),
+                    np.full(len(cls), domain),
+                    np.array([f"{ds}/{i}" for i in img]),
+                )
+            )
     cols = [np.concatenate(c) for c in zip(*parts, strict=True)]
     return DomainFeatures(cols[0].astype(np.float32), *cols[1:])
 
@@ -138,15 +146,18 @@ def test_bootstrap_gap_point_estimate_matches_pooled_similarity():
 
 def test_table1_comparison_and_separability():
     feats = _two_domains()
-    sims = {d: intra_class_similarity(feats.domain(d).feats, feats.domain(d).class_keys)
-            for d in (RS_DOMAIN, NATURAL_DOMAIN)}
+    sims = {
+        d: intra_class_similarity(feats.domain(d).feats, feats.domain(d).class_keys)
+        for d in (RS_DOMAIN, NATURAL_DOMAIN)
+    }
     table = table1_comparison(sims, kind="pipeline-check").set_index("domain")
     assert table.loc[RS_DOMAIN, "paper_mean"] == 0.89 and table.loc[NATURAL_DOMAIN, "paper_pairs"] == 331998
     assert table.loc[RS_DOMAIN, "delta_mean"] == pytest.approx(sims[RS_DOMAIN]["mean"] - 0.89)
     sep = separability(feats).set_index("dataset")
     assert (sep[sep["domain"] == RS_DOMAIN]["silhouette"] > 0.8).all()
-    assert (sep[sep["domain"] == RS_DOMAIN]["silhouette"] > sep[sep["domain"] == NATURAL_DOMAIN]["silhouette"]
-            .max()).all()
+    assert (
+        sep[sep["domain"] == RS_DOMAIN]["silhouette"] > sep[sep["domain"] == NATURAL_DOMAIN]["silhouette"].max()
+    ).all()
     fig = plot_similarity_distributions(sims, pipeline_check=True)
     assert "PIPELINE CHECK" in fig._suptitle.get_text()
 

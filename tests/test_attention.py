@@ -39,10 +39,12 @@ def test_each_mode_against_its_definition():
 
 def test_segearth_rows_sum_to_three_sclip_to_two():
     q, k, v = _qkv()
-    torch.testing.assert_close(attention_weights(q, k, v, "segearth").sum(-1), torch.full(q.shape[:-1], 3.0,
-                                                                                           dtype=q.dtype))
-    torch.testing.assert_close(attention_weights(q, k, v, "sclip").sum(-1), torch.full(q.shape[:-1], 2.0,
-                                                                                        dtype=q.dtype))
+    torch.testing.assert_close(
+        attention_weights(q, k, v, "segearth").sum(-1), torch.full(q.shape[:-1], 3.0, dtype=q.dtype)
+    )
+    torch.testing.assert_close(
+        attention_weights(q, k, v, "sclip").sum(-1), torch.full(q.shape[:-1], 2.0, dtype=q.dtype)
+    )
 
 
 def test_naclip_bias_hand_values():
@@ -59,7 +61,7 @@ def test_naclip_uses_kk_plus_bias():
     q, k, v = _qkv(grid=(2, 2))
     bias = naclip_bias((2, 2), 5.0, dtype=q.dtype)
     ref = torch.softmax(k @ k.transpose(-1, -2) / k.shape[-1] ** 0.5 + bias, -1) @ v
-    torch.testing.assert_close(modified_attention(q, k, v, "naclip", grid_hw=(2, 2)), ref)
+    torch.testing.assert_close(modified_attention(q, k, v, "naclip", grid_hw=(2, 2), naclip_std=5.0), ref)
 
 
 def test_unknown_mode_lists_choices():

@@ -46,11 +46,14 @@ def test_segearth_last_block_is_out_proj_of_eq2(tiny):
     for blk in visual.transformer.resblocks[:-1]:
         tokens = blk(tokens)
     last = visual.transformer.resblocks[-1]
-    q, k, v = torch.nn.functional.linear(last.ln_1(tokens), last.attn.in_proj_weight,
-                                         last.attn.in_proj_bias).chunk(3, dim=-1)
+    q, k, v = torch.nn.functional.linear(last.ln_1(tokens), last.attn.in_proj_weight, last.attn.in_proj_bias).chunk(
+        3, dim=-1
+    )
     heads = last.attn.num_heads
+
     def split(t):
         return t.view(1, -1, heads, t.shape[-1] // heads).transpose(1, 2)
+
     q, k, v = split(q), split(k), split(v)
     s = q.shape[-1] ** -0.5
     w = sum(torch.softmax(a @ a.transpose(-1, -2) * s, -1) for a in (q, k, v))
@@ -70,7 +73,9 @@ def test_non_native_size_interpolates_pos_embed(tiny):
 
 
 def test_model_config_json_and_local_state_dict(tmp_path, tiny):
-    cfg = json.loads((__import__("alignclip.models.clip", fromlist=["CONFIG_DIR"]).CONFIG_DIR / "tiny.json").read_text())
+    cfg = json.loads(
+        (__import__("alignclip.models.clip", fromlist=["CONFIG_DIR"]).CONFIG_DIR / "tiny.json").read_text()
+    )
     cfg_path = tmp_path / "mytiny.json"
     cfg_path.write_text(json.dumps(cfg))
     weights = tmp_path / "weights.pt"
@@ -100,8 +105,13 @@ def test_parse_classes():
     q = parse_classes(["background", "tree, forest", "road"])
     assert q.queries == ("background", "tree", "forest", "road")
     assert q.query_to_class == (0, 1, 1, 2)
-    for bad, match in [([], "no class names"), (["a", ""], "empty"), (["a,", "b"], "empty"),
-                       (["road", "Road"], "duplicate"), (["tree,forest", "forest"], "duplicate")]:
+    for bad, match in [
+        ([], "no class names"),
+        (["a", ""], "empty"),
+        (["a,", "b"], "empty"),
+        (["road", "Road"], "duplicate"),
+        (["tree,forest", "forest"], "duplicate"),
+    ]:
         with pytest.raises(InputError, match=match):
             parse_classes(bad)
 
@@ -112,14 +122,23 @@ def test_text_embeddings_are_template_means(tiny):
     assert emb.shape == (2, tiny.embed_dim)
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
     with torch.no_grad():
-        single = torch.nn.functional.normalize(tiny.model.encode_text(tiny.tokenizer(["a photo of road.",
-                                                                                       "an image of road."])), dim=-1)
+        single = torch.nn.functional.normalize(
+            tiny.model.encode_text(tiny.tokenizer(["a photo of road.", "an image of road."])), dim=-1
+        )
     torch.testing.assert_close(emb[0], torch.nn.functional.normalize(single.mean(0), dim=0), atol=1e-6, rtol=1e-5)
 
 
 def test_presets_and_switches():
-    assert set(PRESETS) >= {"clip", "maskclip", "sclip", "clearclip", "naclip", "segearth-ov", "alignclip-d",
-                            "alignclip-s"}
+    assert set(PRESETS) >= {
+        "clip",
+        "maskclip",
+        "sclip",
+        "clearclip",
+        "naclip",
+        "segearth-ov",
+        "alignclip-d",
+        "alignclip-s",
+    }
     base, over = parse_preset("segearth-ov+sga")
     assert base == "segearth-ov" and over["sga"] and not over["cce"]
     cfg = build_config("segearth-ov+cce", smoke=True)
@@ -137,9 +156,19 @@ def test_presets_and_switches():
         build_config("alignclip-d", alfa=0.2)
 
 
-@pytest.mark.parametrize("field,value", [("alpha", 1.2), ("beta", -0.1), ("alpha", -0.01), ("n_clusters", 0),
-                                         ("attention", "bogus"), ("upsampler", "bilinear"),
-                                         ("vfm_resolution", "1024"), ("grid_align", "sam")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("alpha", 1.2),
+        ("beta", -0.1),
+        ("alpha", -0.01),
+        ("n_clusters", 0),
+        ("attention", "bogus"),
+        ("upsampler", "bilinear"),
+        ("vfm_resolution", "1024"),
+        ("grid_align", "sam"),
+    ],
+)
 def test_config_validation(field, value):
     with pytest.raises(ConfigError, match=field):
         SegmentorConfig(**{field: value})

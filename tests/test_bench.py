@@ -33,10 +33,30 @@ from alignclip.study.bench import (
 )
 
 SMALL = dict(long_side=48, crop=48, stride=24)  # one 48x48 window: the whole pipeline in milliseconds
-RECORD_FIELDS = {"preset", "ms_per_image", "ms_all", "peak_mem_mb", "weights_mb", "activation_mb",
-                 "gflop_per_image", "gflop_clip", "gflop_upsampler", "gflop_vfm", "gflop_rest", "ref_upsampler_gflop",
-                 "achieved_gflops", "efficiency", "n_windows", "breakdown_ms", "precision", "random_weights",
-                 "ms_ratio", "mem_ratio", "gflop_ratio", "host_syncs_per_image"}
+RECORD_FIELDS = {
+    "preset",
+    "ms_per_image",
+    "ms_all",
+    "peak_mem_mb",
+    "weights_mb",
+    "activation_mb",
+    "gflop_per_image",
+    "gflop_clip",
+    "gflop_upsampler",
+    "gflop_vfm",
+    "gflop_rest",
+    "ref_upsampler_gflop",
+    "achieved_gflops",
+    "efficiency",
+    "n_windows",
+    "breakdown_ms",
+    "precision",
+    "random_weights",
+    "ms_ratio",
+    "mem_ratio",
+    "gflop_ratio",
+    "host_syncs_per_image",
+}
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -51,8 +71,15 @@ def one_thread():
 
 @pytest.fixture(scope="module")
 def result():
-    return run_bench(["segearth-ov", "segearth-ov+sga", "segearth-ov+cce"], smoke=True, size=64, images=2,
-                     warmup=1, device="cpu", **SMALL)
+    return run_bench(
+        ["segearth-ov", "segearth-ov+sga", "segearth-ov+cce"],
+        smoke=True,
+        size=64,
+        images=2,
+        warmup=1,
+        device="cpu",
+        **SMALL,
+    )
 
 
 def _parser():
@@ -91,8 +118,7 @@ def test_ratios_are_relative_to_the_first_preset(result):
 
 
 def test_flops_are_deterministic_and_reference_counts_follow_the_architecture(result):
-    seg = build_segmentors({"a": build_config("segearth-ov", smoke=True, device="cpu", **SMALL)},
-                           DEFAULT_CLASSES)["a"]
+    seg = build_segmentors({"a": build_config("segearth-ov", smoke=True, device="cpu", **SMALL)}, DEFAULT_CLASSES)["a"]
     image = bench_images(1, 64)[0]
     again = count_flops(seg, image)
     rec = result["presets"][0]
@@ -119,12 +145,12 @@ def test_matmul_rate_and_peak_memory_see_a_known_allocation():
 
 
 def test_time_breakdown_adds_up():
-    seg = build_segmentors({"d": build_config("alignclip-d", smoke=True, device="cpu", **SMALL)},
-                           DEFAULT_CLASSES)["d"]
+    seg = build_segmentors({"d": build_config("alignclip-d", smoke=True, device="cpu", **SMALL)}, DEFAULT_CLASSES)["d"]
     parts = time_breakdown(seg, bench_images(1, 64)[0])
     assert all(parts[k] > 0 for k in ("clip", "upsampler", "vfm", "total"))
-    assert parts["clip"] + parts["upsampler"] + parts["vfm"] + parts["cce_rest"] + parts["other"] == \
-        pytest.approx(parts["total"])
+    assert parts["clip"] + parts["upsampler"] + parts["vfm"] + parts["cce_rest"] + parts["other"] == pytest.approx(
+        parts["total"]
+    )
 
 
 def test_growth_window_counts_are_monotone():
@@ -138,15 +164,18 @@ def test_growth_window_counts_are_monotone():
 
 def test_parse_bench_preset():
     assert parse_bench_preset("segearth-ov+cce:vfm=sam_vitb, n_clusters=4") == (
-        "segearth-ov+cce", {"vfm": "sam_vitb", "n_clusters": 4})
+        "segearth-ov+cce",
+        {"vfm": "sam_vitb", "n_clusters": 4},
+    )
     assert parse_bench_preset("alignclip-d") == ("alignclip-d", {})
     with pytest.raises(ConfigError, match="key=value"):
         parse_bench_preset("alignclip-d:vfm")
 
 
 def test_cli_bad_preset_gives_one_line_config_error():
-    args = _parser().parse_args(["bench", "--smoke", "--presets", "segearth-ov", "nonsense+sga", "--json",
-                                 "unused.json"])
+    args = _parser().parse_args(
+        ["bench", "--smoke", "--presets", "segearth-ov", "nonsense+sga", "--json", "unused.json"]
+    )
     with pytest.raises(ConfigError) as info:
         args.func(args)
     message = str(info.value)
@@ -163,9 +192,32 @@ def test_cli_bad_preset_through_main(capsys):
 
 def test_cli_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
-    args = _parser().parse_args(["bench", "--smoke", "--presets", "segearth-ov", "--size", "64", "--images", "1",
-                                 "--warmup", "0", "--set", "long_side=48", "--set", "crop=48", "--set", "stride=24",
-                                 "--device", "cpu", "--no-breakdown", "--quiet", "--json", str(out)])
+    args = _parser().parse_args(
+        [
+            "bench",
+            "--smoke",
+            "--presets",
+            "segearth-ov",
+            "--size",
+            "64",
+            "--images",
+            "1",
+            "--warmup",
+            "0",
+            "--set",
+            "long_side=48",
+            "--set",
+            "crop=48",
+            "--set",
+            "stride=24",
+            "--device",
+            "cpu",
+            "--no-breakdown",
+            "--quiet",
+            "--json",
+            str(out),
+        ]
+    )
     assert args.func(args) == 0
     body = json.loads(out.read_text())
     assert body["presets"][0]["preset"] == "segearth-ov" and body["presets"][0]["breakdown_ms"] is None
@@ -177,11 +229,28 @@ def test_cli_writes_json(tmp_path, capsys):
 
 def _fake_result():
     def rec(preset, ms, mem, gflop, eff=0.5):
-        return dict(preset=preset, ms_per_image=ms, peak_mem_mb=mem, gflop_per_image=gflop, efficiency=eff,
-                    n_windows=9, gflop_clip=gflop, gflop_upsampler=0.0, gflop_vfm=0.0, gflop_rest=0.0,
-                    ref_upsampler_gflop=None)
-    return {"presets": [rec("segearth-ov", 100.0, 1000.0, 10.0, eff=0.8), rec("segearth-ov+sga", 102.0, 1001.0, 10.0),
-                        rec("segearth-ov+cce", 135.0, 1500.0, 12.0), rec("alignclip-d", 150.0, 2000.0, 12.0)]}
+        return dict(
+            preset=preset,
+            ms_per_image=ms,
+            peak_mem_mb=mem,
+            gflop_per_image=gflop,
+            efficiency=eff,
+            n_windows=9,
+            gflop_clip=gflop,
+            gflop_upsampler=0.0,
+            gflop_vfm=0.0,
+            gflop_rest=0.0,
+            ref_upsampler_gflop=None,
+        )
+
+    return {
+        "presets": [
+            rec("segearth-ov", 100.0, 1000.0, 10.0, eff=0.8),
+            rec("segearth-ov+sga", 102.0, 1001.0, 10.0),
+            rec("segearth-ov+cce", 135.0, 1500.0, 12.0),
+            rec("alignclip-d", 150.0, 2000.0, 12.0),
+        ]
+    }
 
 
 def test_table11_ratios_by_hand():
@@ -215,8 +284,7 @@ def test_deterministic_summary_has_no_timings():
 
 
 def _agreement(precision: str, device: str, size: int, **over) -> float:
-    cfgs = {p: build_config("alignclip-d", smoke=True, device=device, precision=p, **over)
-            for p in ("fp32", precision)}
+    cfgs = {p: build_config("alignclip-d", smoke=True, device=device, precision=p, **over) for p in ("fp32", precision)}
     segs = build_segmentors(cfgs, DEFAULT_CLASSES)
     image = bench_images(1, size, seed=3)[0]
     return float(np.mean(segs["fp32"].segment(image) == segs[precision].segment(image)))

@@ -21,8 +21,21 @@ def image_png(tmp_path):
 
 def test_segment_writes_mask_and_overlay(tmp_path, image_png, capsys):
     mask, overlay = tmp_path / "mask.png", tmp_path / "overlay.png"
-    rc = main(["segment", str(image_png), "--classes", "background", "building,roof", "road", "--out", str(mask),
-               "--overlay", str(overlay), *SMOKE])
+    rc = main(
+        [
+            "segment",
+            str(image_png),
+            "--classes",
+            "background",
+            "building,roof",
+            "road",
+            "--out",
+            str(mask),
+            "--overlay",
+            str(overlay),
+            *SMOKE,
+        ]
+    )
     assert rc == 0
     m = Image.open(mask)
     assert m.mode == "L" and m.size == (200, 120)
@@ -37,8 +50,19 @@ def test_segment_writes_mask_and_overlay(tmp_path, image_png, capsys):
 def test_classes_file_and_set(tmp_path, image_png, capsys):
     classes = tmp_path / "classes.txt"
     classes.write_text("# my classes\nwater,river\nroad\n\ngrass\n")
-    rc = main(["segment", str(image_png), "--classes-file", str(classes), "--set", "alpha=0.5", "--set",
-               "prob_thd=0.0", *SMOKE])
+    rc = main(
+        [
+            "segment",
+            str(image_png),
+            "--classes-file",
+            str(classes),
+            "--set",
+            "alpha=0.5",
+            "--set",
+            "prob_thd=0.0",
+            *SMOKE,
+        ]
+    )
     assert rc == 0
     assert "pixels_per_class" in capsys.readouterr().out
 
@@ -49,8 +73,17 @@ def test_geotiff_mask_keeps_georeferencing(tmp_path):
 
     src = tmp_path / "tile.tif"
     data = (np.random.default_rng(1).random((3, 64, 80)) * 255).astype(np.uint8)
-    with rasterio.open(src, "w", driver="GTiff", width=80, height=64, count=3, dtype="uint8", crs="EPSG:32633",
-                       transform=from_origin(500000, 4600000, 0.5, 0.5)) as ds:
+    with rasterio.open(
+        src,
+        "w",
+        driver="GTiff",
+        width=80,
+        height=64,
+        count=3,
+        dtype="uint8",
+        crs="EPSG:32633",
+        transform=from_origin(500000, 4600000, 0.5, 0.5),
+    ) as ds:
         ds.write(data)
     out = tmp_path / "mask.tif"
     assert main(["segment", str(src), "--classes", "a", "b", "--out", str(out), *SMOKE]) == 0
@@ -59,14 +92,17 @@ def test_geotiff_mask_keeps_georeferencing(tmp_path):
         assert (ds.height, ds.width) == (64, 80)
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["--preset", "nope"], "unknown preset"),
-    (["--backbone", "ViT-Nope"], "unknown CLIP backbone"),
-    (["--set", "alpha=1.5"], "alpha"),
-    (["--set", "beta=-1"], "beta"),
-    (["--set", "n_clusters=10000"], "K_c"),
-    (["--set", "bogus=1"], "unknown config field"),
-])
+@pytest.mark.parametrize(
+    "args,needle",
+    [
+        (["--preset", "nope"], "unknown preset"),
+        (["--backbone", "ViT-Nope"], "unknown CLIP backbone"),
+        (["--set", "alpha=1.5"], "alpha"),
+        (["--set", "beta=-1"], "beta"),
+        (["--set", "n_clusters=10000"], "K_c"),
+        (["--set", "bogus=1"], "unknown config field"),
+    ],
+)
 def test_bad_model_flags_one_line(image_png, capsys, args, needle):
     rc = main(["segment", str(image_png), "--classes", "a", "b", *SMOKE, *args])
     err = capsys.readouterr().err.strip().splitlines()
@@ -115,8 +151,9 @@ def test_multiband_refused_then_bands_accepted(tmp_path, capsys):
 
 
 def test_console_script_help():
-    out = subprocess.run([sys.executable, "-m", "alignclip.cli.main", "segment", "--help"], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "alignclip.cli.main", "segment", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "--classes-file" in out and "--upsampler-ckpt" in out and "--set" in out
 
 
@@ -132,8 +169,27 @@ def test_model_config_json_plus_local_state_dict(tmp_path, image_png):
     weights = tmp_path / "state.pt"
     torch.save(create_clip("tiny", "none").model.state_dict(), weights)
     out = tmp_path / "mask.png"
-    rc = main(["segment", str(image_png), "--classes", "a", "b", "--backbone", str(cfg), "--pretrained", str(weights),
-               "--preset", "segearth-ov", "--upsampler-ckpt", "none", "--set", "long_side=224", "--out", str(out)])
+    rc = main(
+        [
+            "segment",
+            str(image_png),
+            "--classes",
+            "a",
+            "b",
+            "--backbone",
+            str(cfg),
+            "--pretrained",
+            str(weights),
+            "--preset",
+            "segearth-ov",
+            "--upsampler-ckpt",
+            "none",
+            "--set",
+            "long_side=224",
+            "--out",
+            str(out),
+        ]
+    )
     assert rc == 0 and Image.open(out).size == (200, 120)
     assert json.loads(cfg.read_text())["embed_dim"] == 32
 
@@ -152,8 +208,9 @@ def test_vfm_resolution_flag():
     from alignclip.cli.main import build_parser
 
     parser = build_parser()
-    args = parser.parse_args(["segment", "x.png", "--classes", "a", "b", "--preset", "alignclip-s", "--smoke",
-                              "--vfm-resolution", "native"])
+    args = parser.parse_args(
+        ["segment", "x.png", "--classes", "a", "b", "--preset", "alignclip-s", "--smoke", "--vfm-resolution", "native"]
+    )
     config = config_from_args(args)
     assert config.vfm == "tiny_sam" and config.vfm_resolution == "native"
     assert config_from_args(parser.parse_args(["segment", "x.png", "--classes", "a"])).vfm_resolution == "window"

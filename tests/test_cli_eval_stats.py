@@ -5,8 +5,8 @@ import json
 import pytest
 
 from alignclip.cli.main import main
-from alignclip.kinds import PIPELINE_CHECK_LABEL
 from alignclip.data import generate_synthetic_dataset
+from alignclip.kinds import PIPELINE_CHECK_LABEL
 
 
 @pytest.fixture(scope="module")
@@ -16,8 +16,26 @@ def results(tmp_path_factory):
     outs = {}
     for preset in ("segearth-ov", "segearth-ov+sga"):
         out = tmp / f"{preset}.json"
-        assert main(["evaluate", "--dataset", "synthetic", "--data-root", str(root), "--out", str(out), "--preset",
-                     preset, "--smoke", "--set", "long_side=64", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "evaluate",
+                    "--dataset",
+                    "synthetic",
+                    "--data-root",
+                    str(root),
+                    "--out",
+                    str(out),
+                    "--preset",
+                    preset,
+                    "--smoke",
+                    "--set",
+                    "long_side=64",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         outs[preset] = out
     outs["root"] = root
     return outs
@@ -28,8 +46,19 @@ def test_evaluate_prints_pipeline_check(results, capsys):
     data = json.loads(out.read_text())
     assert data["kind"] == "pipeline-check" and data["num_images"] == 4
     # rerun without --force is refused in one line
-    rc = main(["evaluate", "--dataset", "synthetic", "--data-root", str(results["root"]), "--out", str(out),
-               "--smoke", "--no-progress"])
+    rc = main(
+        [
+            "evaluate",
+            "--dataset",
+            "synthetic",
+            "--data-root",
+            str(results["root"]),
+            "--out",
+            str(out),
+            "--smoke",
+            "--no-progress",
+        ]
+    )
     assert rc == 2 and "--force" in capsys.readouterr().err
 
 
@@ -38,8 +67,9 @@ def test_stats_ci_and_compare(results, capsys):
     text = capsys.readouterr().out
     assert "95% CI" in text and PIPELINE_CHECK_LABEL in text
     assert json.loads(text.strip().splitlines()[-1])["n_boot"] == 200
-    assert main(["stats", "compare", str(results["segearth-ov"]), str(results["segearth-ov+sga"]), "--n-boot",
-                 "200"]) == 0
+    assert (
+        main(["stats", "compare", str(results["segearth-ov"]), str(results["segearth-ov+sga"]), "--n-boot", "200"]) == 0
+    )
     assert "B better in" in capsys.readouterr().out
 
 

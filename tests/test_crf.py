@@ -1,5 +1,8 @@
 """Dense CRF post-processing (Table 13): the CRF itself, its inputs, and the one-pass evaluation."""
 
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -34,7 +37,7 @@ def _edge_case():
     h, w = 24, 48
     image = np.zeros((h, w, 3), np.uint8)
     image[:, : w // 2] = (200, 30, 30)
-    image[:, w // 2:] = (30, 30, 200)
+    image[:, w // 2 :] = (30, 30, 200)
     probs = np.empty((2, h, w), np.float32)
     probs[0, :, :12], probs[0, :, 12:36], probs[0, :, 36:] = 0.9, 0.45, 0.1
     probs[1] = 1.0 - probs[0]
@@ -73,8 +76,14 @@ def test_input_and_parameter_errors():
         check_crf_params({"n_iter": 1, "bogus": 1})
     with pytest.raises(ConfigError, match="srgb"):
         dense_crf(image, probs, srgb=0)
-    assert set(CRF_DEFAULTS) == {"n_iter", "sxy_gaussian", "compat_gaussian", "sxy_bilateral", "srgb",
-                                 "compat_bilateral"}
+    assert set(CRF_DEFAULTS) == {
+        "n_iter",
+        "sxy_gaussian",
+        "compat_gaussian",
+        "sxy_bilateral",
+        "srgb",
+        "compat_bilateral",
+    }
 
 
 def test_missing_package_names_the_pip_command(monkeypatch):
@@ -130,8 +139,16 @@ def reference(synth, segmentor, tmp_path_factory):
 @pytest.mark.parametrize("n_iter", [0, pytest.param(10, marks=needs_crf)])
 def test_one_pass_plain_result_equals_evaluate(synth, segmentor, reference, tmp_path, n_iter):
     cfg, ref = segmentor.config, reference
-    plain, crf = evaluate_with_crf(cfg, "synthetic", synth, tmp_path / "plain.json", tmp_path / "crf.json",
-                                   crf_params=dict(n_iter=n_iter), progress=False, segmentor=segmentor)
+    plain, crf = evaluate_with_crf(
+        cfg,
+        "synthetic",
+        synth,
+        tmp_path / "plain.json",
+        tmp_path / "crf.json",
+        crf_params=dict(n_iter=n_iter),
+        progress=False,
+        segmentor=segmentor,
+    )
     assert plain["confusion_matrix"] == ref["confusion_matrix"]
     assert plain["provenance"]["fingerprint"] == ref["provenance"]["fingerprint"]
     ids_p, cms_p = ConfusionAccumulator.from_compact(plain["per_image_confusion"]).per_image()
@@ -143,15 +160,17 @@ def test_one_pass_plain_result_equals_evaluate(synth, segmentor, reference, tmp_
     if n_iter == 0:
         assert np.array_equal(cms_p, cms_c)
     with pytest.raises(InputError, match="exists"):
-        evaluate_with_crf(cfg, "synthetic", synth, tmp_path / "plain.json", tmp_path / "crf.json",
-                          progress=False, segmentor=segmentor)
+        evaluate_with_crf(
+            cfg, "synthetic", synth, tmp_path / "plain.json", tmp_path / "crf.json", progress=False, segmentor=segmentor
+        )
 
 
 def test_study_runs_are_cached(tmp_path):
     from alignclip.study import start_study
 
-    ctx = start_study(profile="smoke", datasets=["synthetic"], output_dir=tmp_path, n_boot=50, smoke_images=2,
-                      smoke_size=64)
+    ctx = start_study(
+        profile="smoke", datasets=["synthetic"], output_dir=tmp_path, n_boot=50, smoke_images=2, smoke_size=64
+    )
     params = dict(n_iter=0)  # the caching logic; runs without pydensecrf
     first = evaluate_crf_runs(ctx, "segearth-ov", crf_params=params, progress=False)
     assert list(first["label"]) == ["segearth-ov", "segearth-ov+densecrf"]
@@ -163,3 +182,206 @@ def test_study_runs_are_cached(tmp_path):
     assert all("crf_segearth-ov" in p for p in first["path"])  # never the plain evaluate_runs file
     third = evaluate_crf_runs(ctx, "segearth-ov", crf_params=dict(n_iter=0, srgb=5.0), progress=False)
     assert [Path(p).stat().st_mtime_ns for p in third["path"]] != stamp  # new CRF parameters: evaluated again
+
+
+# ---------------------------------------------------------------- the one-pass loop: resume, refusal, torchrun
+N_RESUME = 5
+
+
+@pytest.fixture(scope="module")
+def synth5(tmp_path_factory):
+    return generate_synthetic_dataset(tmp_path_factory.mktemp("synth5"), n_images=N_RESUME, size=64, seed=1)
+
+
+@pytest.fixture(scope="module")
+def crf_reference(synth5, segmentor, tmp_path_factory):
+    """An uninterrupted one-pass run on the 5 images (default CRF parameters when pydensecrf is there)."""
+    d = tmp_path_factory.mktemp("crf_ref")
+    return evaluate_with_crf(
+        segmentor.config,
+        "synthetic",
+        synth5,
+        d / "plain.json",
+        d / "crf.json",
+        crf_params=_resume_params(),
+        progress=False,
+        segmentor=segmentor,
+    )
+
+
+def _resume_params() -> dict:
+    return dict(n_iter=5) if crf_available() else dict(n_iter=0)
+
+
+def _count_predict(monkeypatch, segmentor, fail_at: int | None = None) -> dict:
+    """Count ``segmentor.predict`` calls; raise KeyboardInterrupt (a kill) on call number ``fail_at``."""
+    calls = {"n": 0}
+    original = segmentor.predict
+
+    def counted(image, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == fail_at:
+            raise KeyboardInterrupt
+        return original(image, *args, **kwargs)
+
+    monkeypatch.setattr(segmentor, "predict", counted)
+    return calls
+
+
+def _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, k: int):
+    """A one-pass run killed while predicting image k + 1: both heads have saved exactly k images."""
+    calls = _count_predict(monkeypatch, segmentor, fail_at=k + 1)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_with_crf(
+            segmentor.config,
+            "synthetic",
+            synth5,
+            tmp_path / "plain.json",
+            tmp_path / "crf.json",
+            crf_params=_resume_params(),
+            progress=False,
+            segmentor=segmentor,
+            save_every=1,
+        )
+    monkeypatch.undo()
+    assert calls["n"] == k + 1
+    assert not (tmp_path / "plain.json").exists() and not (tmp_path / "crf.json").exists()
+    for name in ("plain.json.partial", "crf.json.partial"):
+        assert len(ConfusionAccumulator.load_npz(tmp_path / name / "rank0.npz")) == k
+
+
+def _assert_same_result(got: dict, ref: dict) -> None:
+    assert got["confusion_matrix"] == ref["confusion_matrix"] and got["miou"] == ref["miou"]
+    assert got["num_images"] == N_RESUME
+    ids, cms = ConfusionAccumulator.from_compact(got["per_image_confusion"]).per_image()
+    ref_ids, ref_cms = ConfusionAccumulator.from_compact(ref["per_image_confusion"]).per_image()
+    assert len(set(ids)) == len(ids) == N_RESUME  # no image counted twice, none missed
+    order = [ids.index(i) for i in ref_ids]
+    assert np.array_equal(cms[order], ref_cms)
+
+
+def test_crf_evaluation_resumes(synth5, segmentor, crf_reference, tmp_path, monkeypatch):
+    k = 2
+    _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, k)
+    calls = _count_predict(monkeypatch, segmentor)
+    plain, crf = evaluate_with_crf(
+        segmentor.config,
+        "synthetic",
+        synth5,
+        tmp_path / "plain.json",
+        tmp_path / "crf.json",
+        crf_params=_resume_params(),
+        progress=False,
+        segmentor=segmentor,
+        save_every=1,
+    )
+    assert calls["n"] == N_RESUME - k  # the k saved images are not predicted again
+    _assert_same_result(plain, crf_reference[0])
+    _assert_same_result(crf, crf_reference[1])
+    assert crf["provenance"]["fingerprint"] == crf_reference[1]["provenance"]["fingerprint"]
+    assert crf["provenance"]["one_pass_with"] == str(tmp_path / "plain.json")
+    assert not (tmp_path / "plain.json.partial").exists() and not (tmp_path / "crf.json.partial").exists()
+
+
+def test_crf_resume_redoes_an_image_only_for_the_head_that_lacks_it(
+    synth5, segmentor, crf_reference, tmp_path, monkeypatch
+):
+    k = 3
+    _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, k)
+    # a kill between the two heads' saves: the CRF head has one image fewer than the plain head
+    crf_file = tmp_path / "crf.json.partial" / "rank0.npz"
+    saved = ConfusionAccumulator.load_npz(crf_file)
+    ids, cms = saved.per_image()
+    fewer = ConfusionAccumulator(saved.num_classes)
+    for image_id, cm in zip(ids[:-1], cms[:-1], strict=True):
+        fewer.add_matrix(cm, image_id)
+    fewer.save_npz(crf_file)
+    calls = _count_predict(monkeypatch, segmentor)
+    plain, crf = evaluate_with_crf(
+        segmentor.config,
+        "synthetic",
+        synth5,
+        tmp_path / "plain.json",
+        tmp_path / "crf.json",
+        crf_params=_resume_params(),
+        progress=False,
+        segmentor=segmentor,
+        save_every=1,
+    )
+    assert calls["n"] == N_RESUME - k + 1  # the remaining images + the one the CRF head lacked
+    _assert_same_result(plain, crf_reference[0])  # the plain head did not count that image twice
+    _assert_same_result(crf, crf_reference[1])
+
+
+def test_crf_resume_with_other_parameters_refused(synth5, segmentor, tmp_path, monkeypatch):
+    _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, 1)
+    other = dict(_resume_params(), srgb=5.0)  # the plain head's partial state matches; the CRF head's does not
+    with pytest.raises(InputError, match="different configuration") as info:
+        evaluate_with_crf(
+            segmentor.config,
+            "synthetic",
+            synth5,
+            tmp_path / "plain.json",
+            tmp_path / "crf.json",
+            crf_params=other,
+            progress=False,
+            segmentor=segmentor,
+        )
+    message = str(info.value)
+    assert "\n" not in message and str(tmp_path / "crf.json.partial") in message and "--force" in message
+    assert len(ConfusionAccumulator.load_npz(tmp_path / "plain.json.partial" / "rank0.npz")) == 1  # untouched
+    plain, crf = evaluate_with_crf(
+        segmentor.config,
+        "synthetic",
+        synth5,
+        tmp_path / "plain.json",
+        tmp_path / "crf.json",
+        crf_params=other,
+        progress=False,
+        segmentor=segmentor,
+        force=True,
+    )  # --force starts over
+    assert plain["num_images"] == crf["num_images"] == N_RESUME and crf["provenance"]["crf"]["srgb"] == 5.0
+
+
+TORCHRUN_SCRIPT = """
+import json, sys
+from alignclip.evaluation.crf import evaluate_with_crf
+from alignclip.pipeline.config import build_config
+
+root, out_plain, out_crf, params = sys.argv[1:]
+cfg = build_config("alignclip-d", dataset="synthetic", smoke=True, long_side=64, prob_thd=0.0)
+evaluate_with_crf(cfg, "synthetic", root, out_plain, out_crf, crf_params=json.loads(params), progress=False,
+                  save_every=1)
+"""
+
+
+def test_crf_torchrun_two_processes_resume_a_single_process_run(
+    synth5, segmentor, crf_reference, tmp_path, monkeypatch
+):
+    """Killed after 2 images in one process, finished by 2 gloo processes: the numbers of one uninterrupted run."""
+    _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, 2)
+    script = tmp_path / "one_pass.py"
+    script.write_text(TORCHRUN_SCRIPT)
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29534",
+        str(script),
+        str(synth5),
+        str(tmp_path / "plain.json"),
+        str(tmp_path / "crf.json"),
+        json.dumps(_resume_params()),
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plain, crf = (json.loads((tmp_path / name).read_text()) for name in ("plain.json", "crf.json"))
+    assert plain["provenance"]["world_size"] == crf["provenance"]["world_size"] == 2
+    _assert_same_result(plain, crf_reference[0])
+    _assert_same_result(crf, crf_reference[1])
+    assert crf["provenance"]["fingerprint"] == crf_reference[1]["provenance"]["fingerprint"]

@@ -27,8 +27,11 @@ FORMATS = {".png": "PNG", ".jpg": "JPEG", ".tif": "TIFF"}
 
 
 def _digests(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_every_real_dataset_has_a_region_mapping():
@@ -84,13 +87,16 @@ def test_same_arguments_same_bytes(tmp_path, name):
     assert any(a[p] != c[p] for p in images)
 
 
-@pytest.mark.parametrize("name, regions, raw_values", [
-    # region order: background, building, road, water, tree, grass; 255 = ignore border
-    ("loveda", {0: 0, 1: 1, 2: 2, 3: 3, 4: 5, 5: 6}, {0, 1, 2, 3, 4, 6, 7}),
-    ("potsdam", {0: 5, 1: 1, 2: 0, 3: 5, 4: 3, 5: 2}, {0, 1, 2, 3, 4, 6}),
-    ("isaid", {0: 0, 1: 8, 2: 7, 3: 11, 4: 0, 5: 13}, {0, 7, 8, 11, 13, 255}),
-    ("udd5", {0: 4, 1: 1, 2: 2, 3: 4, 4: 0, 5: 0}, {0, 1, 2, 4}),
-])
+@pytest.mark.parametrize(
+    "name, regions, raw_values",
+    [
+        # region order: background, building, road, water, tree, grass; 255 = ignore border
+        ("loveda", {0: 0, 1: 1, 2: 2, 3: 3, 4: 5, 5: 6}, {0, 1, 2, 3, 4, 6, 7}),
+        ("potsdam", {0: 5, 1: 1, 2: 0, 3: 5, 4: 3, 5: 2}, {0, 1, 2, 3, 4, 6}),
+        ("isaid", {0: 0, 1: 8, 2: 7, 3: 11, 4: 0, 5: 13}, {0, 7, 8, 11, 13, 255}),
+        ("udd5", {0: 4, 1: 1, 2: 2, 3: 4, 4: 0, 5: 0}, {0, 1, 2, 4}),
+    ],
+)
 def test_regions_map_to_documented_classes(tmp_path, name, regions, raw_values):
     root = generate_fake_dataset(name, tmp_path / name, n_images=N, size=SIZE, seed=0)
     scene_seed = json.loads((root / FAKE_MARKER).read_text())["scene_seed"]
@@ -111,13 +117,10 @@ def test_regions_map_to_documented_classes(tmp_path, name, regions, raw_values):
 def test_layout_details(tmp_path):
     city = generate_fake_dataset("cityscapes", tmp_path / "city", n_images=N, size=64)
     ds = open_dataset("cityscapes", city)
-    assert ds.image_ids[:2] == ["fakecity0/fakecity0_000000_000000",
-                                "fakecity0/fakecity0_000000_000002"]
-    assert (city / "gtFine/val/fakecity1/fakecity1_000000_000001_gtFine_labelTrainIds.png"
-            ).is_file()
+    assert ds.image_ids[:2] == ["fakecity0/fakecity0_000000_000000", "fakecity0/fakecity0_000000_000002"]
+    assert (city / "gtFine/val/fakecity1/fakecity1_000000_000001_gtFine_labelTrainIds.png").is_file()
     voc = generate_fake_dataset("pascal_voc20", tmp_path / "voc", n_images=N, size=64)
-    assert (voc / "ImageSets/Segmentation/val.txt").read_text().split() == [
-        f"fake_{i:04d}" for i in range(N)]
+    assert (voc / "ImageSets/Segmentation/val.txt").read_text().split() == [f"fake_{i:04d}" for i in range(N)]
     with Image.open(voc / "SegmentationClass/fake_0003.png") as label:
         assert label.mode == "P"
         assert set(np.unique(np.asarray(label)).tolist()) >= {0, 255}  # background, void

@@ -11,23 +11,43 @@ from alignclip.data.prepare import CONVERTERS
 from alignclip.errors import ConfigError
 
 ALL = [
-    "ade20k", "cityscapes", "coco_stuff171", "isaid", "loveda", "openearthmap",
-    "pascal_context59", "pascal_voc20", "potsdam", "synthetic", "uavid", "udd5", "vaihingen", "vdd",
+    "ade20k",
+    "cityscapes",
+    "coco_stuff171",
+    "isaid",
+    "loveda",
+    "openearthmap",
+    "pascal_context59",
+    "pascal_voc20",
+    "potsdam",
+    "synthetic",
+    "uavid",
+    "udd5",
+    "vaihingen",
+    "vdd",
 ]
 
 # SegEarth-OV configs (reference-facts table): split, reduce_zero_label, prob_thd, bg_idx, classes.
 SEGEARTH = {
-    "openearthmap": ("val", False, 0.1, 0, "background;bareland,barren;grass;pavement;road;"
-                     "tree,forest;water,river;cropland;building,roof,house"),
-    "loveda": ("val", True, 0.3, 0, "background;building,roof,house;road;water;barren;forest;"
-               "agricultural"),
-    "isaid": ("val", False, 0.4, 0, "background;ship;store tank;baseball diamond;tennis court;"
-              "basketball court;ground track field;bridge;large vehicle;small vehicle;helicopter;"
-              "swimming pool;roundabout;soccer ball field;plane;harbor"),
-    "potsdam": ("val", True, 0.1, 5, "road,parking lot;building;low vegetation;tree;car;"
-                "clutter,background"),
-    "vaihingen": ("val", True, 0.1, 5, "impervious surface;building;low vegetation;tree;car;"
-                  "clutter"),
+    "openearthmap": (
+        "val",
+        False,
+        0.1,
+        0,
+        "background;bareland,barren;grass;pavement;road;tree,forest;water,river;cropland;building,roof,house",
+    ),
+    "loveda": ("val", True, 0.3, 0, "background;building,roof,house;road;water;barren;forest;agricultural"),
+    "isaid": (
+        "val",
+        False,
+        0.4,
+        0,
+        "background;ship;store tank;baseball diamond;tennis court;"
+        "basketball court;ground track field;bridge;large vehicle;small vehicle;helicopter;"
+        "swimming pool;roundabout;soccer ball field;plane;harbor",
+    ),
+    "potsdam": ("val", True, 0.1, 5, "road,parking lot;building;low vegetation;tree;car;clutter,background"),
+    "vaihingen": ("val", True, 0.1, 5, "impervious surface;building;low vegetation;tree;car;clutter"),
     "uavid": ("test", False, 0.3, 0, "background;building;road;car;tree;vegetation;human"),
     "udd5": ("val", False, 0.4, 4, "vegetation;building;road;vehicle;background"),
     "vdd": ("test", False, 0.3, 0, "background;facade;road;vegetation;vehicle;roof;water"),
@@ -75,13 +95,24 @@ def test_counts_and_layouts_of_converted_sets():
     assert load_manifest("vaihingen").num_eval_images == 398
     assert load_manifest("isaid").layout.seg_suffix == "_instance_color_RGB.png"
     city = load_manifest("cityscapes").layout
-    assert (city.img_suffix, city.seg_suffix, city.recursive) == (
-        "_leftImg8bit.png", "_gtFine_labelTrainIds.png", True)
-    assert load_manifest("ade20k").layout.image_folder(Path("r"), "validation") == Path(
-        "r/images/validation")
+    assert (city.img_suffix, city.seg_suffix, city.recursive) == ("_leftImg8bit.png", "_gtFine_labelTrainIds.png", True)
+    assert load_manifest("ade20k").layout.image_folder(Path("r"), "validation") == Path("r/images/validation")
     assert load_manifest("potsdam").conversion.params["val_tiles"] == [
-        "2_13", "2_14", "3_13", "3_14", "4_13", "4_14", "4_15", "5_13", "5_14", "5_15", "6_13",
-        "6_14", "6_15", "7_13"]
+        "2_13",
+        "2_14",
+        "3_13",
+        "3_14",
+        "4_13",
+        "4_14",
+        "4_15",
+        "5_13",
+        "5_14",
+        "5_15",
+        "6_13",
+        "6_14",
+        "6_15",
+        "7_13",
+    ]
     assert len(load_manifest("vaihingen").conversion.params["val_tiles"]) == 17
 
 

@@ -24,8 +24,7 @@ def _ids(h: int, w: int, n: int, seed: int = 0) -> np.ndarray:
 
 def _image(h: int, w: int) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w]
-    return np.stack([(yy // 3) % 256, (xx // 3) % 256, ((yy + xx) // 5) % 256], -1).astype(
-        np.uint8)
+    return np.stack([(yy // 3) % 256, (xx // 3) % 256, ((yy + xx) // 5) % 256], -1).astype(np.uint8)
 
 
 def _colour(ids: np.ndarray, colours: dict[int, tuple]) -> np.ndarray:
@@ -69,13 +68,14 @@ def test_potsdam_from_zips(tmp_path):
     ids = _ids(1100, 1100, 7)
     staging = tmp_path / "staging"
     img = _save(staging / "top_potsdam_2_13_RGB.tif", _image(1100, 1100), "TIFF")
-    lab = _save(staging / "top_potsdam_2_13_label_noBoundary.tif",
-                _colour(ids, ISPRS_COLOURS), "TIFF")
+    lab = _save(staging / "top_potsdam_2_13_label_noBoundary.tif", _colour(ids, ISPRS_COLOURS), "TIFF")
     train = _save(staging / "top_potsdam_2_10_RGB.tif", _image(600, 600), "TIFF")
     irrg = _save(staging / "top_potsdam_2_13_IRRG.tif", _image(1100, 1100)[..., ::-1], "TIFF")
     raw = tmp_path / "raw"
-    _zip(raw / "2_Ortho_RGB.zip", {"2_Ortho_RGB/top_potsdam_2_13_RGB.tif": img,
-                                   "2_Ortho_RGB/top_potsdam_2_10_RGB.tif": train})
+    _zip(
+        raw / "2_Ortho_RGB.zip",
+        {"2_Ortho_RGB/top_potsdam_2_13_RGB.tif": img, "2_Ortho_RGB/top_potsdam_2_10_RGB.tif": train},
+    )
     _zip(raw / "3_Ortho_IRRG.zip", {"top_potsdam_2_13_IRRG.tif": irrg})
     _zip(raw / "5_Labels_all_noBoundary.zip", {"top_potsdam_2_13_label_noBoundary.tif": lab})
     out = tmp_path / "potsdam"
@@ -108,19 +108,20 @@ def test_potsdam_full_labels_are_refused(tmp_path):
 def test_vaihingen_from_folders_uses_top_and_eroded_labels(tmp_path):
     raw = tmp_path / "raw"
     ids = _ids(600, 700, 7, seed=1)
-    _save(raw / "ISPRS_semantic_labeling_Vaihingen" / "top" / "top_mosaic_09cm_area2.tif",
-          _image(600, 700), "TIFF")
-    _save(raw / "ISPRS_semantic_labeling_Vaihingen" / "top" / "top_mosaic_09cm_area1.tif",
-          _image(600, 700), "TIFF")  # a training area: skipped
-    _save(raw / "ISPRS_semantic_labeling_Vaihingen" / "gts_for_participants" /
-          "top_mosaic_09cm_area2.tif", np.zeros((600, 700, 3), np.uint8), "TIFF")
-    _save(raw / "eroded" / "top_mosaic_09cm_area2_noBoundary.tif", _colour(ids, ISPRS_COLOURS),
-          "TIFF")
+    _save(raw / "ISPRS_semantic_labeling_Vaihingen" / "top" / "top_mosaic_09cm_area2.tif", _image(600, 700), "TIFF")
+    _save(
+        raw / "ISPRS_semantic_labeling_Vaihingen" / "top" / "top_mosaic_09cm_area1.tif", _image(600, 700), "TIFF"
+    )  # a training area: skipped
+    _save(
+        raw / "ISPRS_semantic_labeling_Vaihingen" / "gts_for_participants" / "top_mosaic_09cm_area2.tif",
+        np.zeros((600, 700, 3), np.uint8),
+        "TIFF",
+    )
+    _save(raw / "eroded" / "top_mosaic_09cm_area2_noBoundary.tif", _colour(ids, ISPRS_COLOURS), "TIFF")
     out = tmp_path / "vaihingen"
     assert prepare_dataset("vaihingen", raw, out).num_images == 4
     ds = open_dataset("vaihingen", out)
-    assert ds.image_ids == ["area2_0_0_512_512", "area2_0_88_512_600", "area2_188_0_700_512",
-                            "area2_188_88_700_600"]
+    assert ds.image_ids == ["area2_0_0_512_512", "area2_0_88_512_600", "area2_188_0_700_512", "area2_188_88_700_600"]
     np.testing.assert_array_equal(ds.raw_label(3), ids[88:600, 188:700])
     assert verify_dataset("vaihingen", out, expected_count=4) == []
     assert "398" in verify_dataset("vaihingen", out)[0]  # the manifest's count is enforced
@@ -134,8 +135,7 @@ def test_isaid_from_zips_pads_with_ignore(tmp_path):
     lab = _save(staging / "P0001_instance_color_RGB.png", _colour(ids, colours))
     raw = tmp_path / "raw"
     _zip(raw / "val" / "images" / "part1.zip", {"images/P0001.png": img})
-    _zip(raw / "val" / "Semantic_masks" / "images.zip",
-         {"images/P0001_instance_color_RGB.png": lab})
+    _zip(raw / "val" / "Semantic_masks" / "images.zip", {"images/P0001_instance_color_RGB.png": lab})
     out = tmp_path / "iSAID"
     assert prepare_dataset("isaid", raw, out).num_images == 2
     ds = open_dataset("isaid", out)
@@ -153,13 +153,17 @@ def test_isaid_real_fixture_crops(fixtures_dir, tmp_path):
     assert prepare_dataset("isaid", raw, out).num_images == 7  # P0003: 2 x 2, P0004: 3 x 1
     ds = open_dataset("isaid", out)
     assert ds.image_ids == [
-        "P0003_0_896_0_896", "P0003_0_896_251_1147", "P0003_127_1023_0_896",
-        "P0003_127_1023_251_1147", "P0004_0_896_0_896", "P0004_512_1408_0_896",
-        "P0004_568_1464_0_896"]
+        "P0003_0_896_0_896",
+        "P0003_0_896_251_1147",
+        "P0003_127_1023_0_896",
+        "P0003_127_1023_251_1147",
+        "P0004_0_896_0_896",
+        "P0004_512_1408_0_896",
+        "P0004_568_1464_0_896",
+    ]
     from alignclip.io.images import read_image
 
-    full, _ = rgb_to_index(read_image(raw / "val" / "images" /
-                                      "P0004_instance_color_RGB.png")[0], ISAID_PALETTE)
+    full, _ = rgb_to_index(read_image(raw / "val" / "images" / "P0004_instance_color_RGB.png")[0], ISAID_PALETTE)
     crop = ds.label(6)  # P0004 is 824 wide: padded to 896 with 255
     np.testing.assert_array_equal(crop[:, :824], full[568:1464])
     assert (crop[:, 824:] == 255).all()
@@ -170,9 +174,10 @@ def test_uavid_merges_moving_car_and_crops_1080x1280(tmp_path):
     ids = _ids(1080, 1500, 8, seed=3)
     raw = tmp_path / "raw"
     _save(raw / "test_gt" / "seq1" / "Images" / "000000.png", _image(1080, 1500))
-    _save(raw / "test_gt" / "seq1" / "Labels" / "000000.png",
-          _colour(ids, {i: c for c, i in UAVID_PALETTE.items() if i != 3} | {
-              3: (192, 0, 192), 7: (64, 0, 128)}))
+    _save(
+        raw / "test_gt" / "seq1" / "Labels" / "000000.png",
+        _colour(ids, {i: c for c, i in UAVID_PALETTE.items() if i != 3} | {3: (192, 0, 192), 7: (64, 0, 128)}),
+    )
     out = tmp_path / "UAVid"
     assert prepare_dataset("uavid", raw, out).num_images == 2
     ds = open_dataset("uavid", out)
@@ -186,10 +191,8 @@ def test_loveda_merges_rural_and_urban_from_val_zip(tmp_path):
     staging = tmp_path / "staging"
     files = {}
     for domain, name, seed in (("Rural", "10.png", 4), ("Urban", "20.png", 5)):
-        files[f"Val/{domain}/images_png/{name}"] = _save(staging / domain / "i" / name,
-                                                         _image(64, 64))
-        files[f"Val/{domain}/masks_png/{name}"] = _save(staging / domain / "m" / name,
-                                                        _ids(64, 64, 8, seed))
+        files[f"Val/{domain}/images_png/{name}"] = _save(staging / domain / "i" / name, _image(64, 64))
+        files[f"Val/{domain}/masks_png/{name}"] = _save(staging / domain / "m" / name, _ids(64, 64, 8, seed))
     raw = tmp_path / "raw"
     _zip(raw / "Val.zip", files)
     out = tmp_path / "LoveDA"
@@ -204,8 +207,7 @@ def test_loveda_merges_rural_and_urban_from_val_zip(tmp_path):
 
 def test_openearthmap_uses_val_list_and_skips_xbd(tmp_path):
     raw = tmp_path / "OpenEarthMap_wo_xBD"
-    for region, name in (("aachen", "aachen_1.tif"), ("aachen", "aachen_2.tif"),
-                         ("houston", "houston_1.tif")):
+    for region, name in (("aachen", "aachen_1.tif"), ("aachen", "aachen_2.tif"), ("houston", "houston_1.tif")):
         _save(raw / region / "images" / name, _image(64, 64), "TIFF")
         _save(raw / region / "labels" / name, _ids(64, 64, 9), "TIFF")
     (raw / "val.txt").write_text("aachen_1.tif\nhouston_1.tif\nchiclayo_3.tif\n")
@@ -248,6 +250,7 @@ def test_prepare_errors(tmp_path):
 
 
 # ---- verify_dataset reports problems ----
+
 
 @pytest.fixture
 def potsdam_like(tmp_path) -> Path:

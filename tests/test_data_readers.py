@@ -40,8 +40,7 @@ LOVEDA_RAW = {
 
 def test_loveda_raw_and_reduced_ids(fixtures_dir, tmp_path):
     src = fixtures_dir / "real" / "loveda"
-    root = _mmseg_layout(tmp_path, sorted((src / "img_dir").glob("*.png")),
-                         sorted((src / "ann_dir").glob("*.png")))
+    root = _mmseg_layout(tmp_path, sorted((src / "img_dir").glob("*.png")), sorted((src / "ann_dir").glob("*.png")))
     ds = open_dataset("loveda", root)
     assert len(ds) == 3 and ds.image_ids == ["0", "1", "2"]
     for i, sample in enumerate(ds):
@@ -53,16 +52,16 @@ def test_loveda_raw_and_reduced_ids(fixtures_dir, tmp_path):
         assert sample.label.dtype == np.uint8
 
 
-@pytest.mark.parametrize("name, stem, counts", [
-    ("potsdam", "2_10_0_0_512_512",
-     {0: 24696, 1: 100557, 2: 64023, 3: 34357, 4: 30670, 5: 7841}),
-    ("vaihingen", "area1_0_0_512_512",
-     {0: 21283, 1: 135362, 2: 79847, 3: 16532, 4: 4908, 5: 4212}),
-])
+@pytest.mark.parametrize(
+    "name, stem, counts",
+    [
+        ("potsdam", "2_10_0_0_512_512", {0: 24696, 1: 100557, 2: 64023, 3: 34357, 4: 30670, 5: 7841}),
+        ("vaihingen", "area1_0_0_512_512", {0: 21283, 1: 135362, 2: 79847, 3: 16532, 4: 4908, 5: 4212}),
+    ],
+)
 def test_isprs_converted_labels(fixtures_dir, tmp_path, name, stem, counts):
     src = fixtures_dir / "real" / name
-    root = _mmseg_layout(tmp_path, [src / "img_dir" / f"{stem}.png"],
-                         [src / "ann_dir" / f"{stem}.png"])
+    root = _mmseg_layout(tmp_path, [src / "img_dir" / f"{stem}.png"], [src / "ann_dir" / f"{stem}.png"])
     ds = open_dataset(name, root)
     assert _counts(ds.raw_label(0)) == counts
     # 0 (eroded boundary) -> 255 ignore, classes 1..6 -> 0..5
@@ -75,14 +74,11 @@ def test_isprs_converted_labels(fixtures_dir, tmp_path, name, stem, counts):
 def test_openearthmap_geotiff_labels(fixtures_dir, tmp_path):
     src = fixtures_dir / "real" / "openearthmap"
     names = ["houston_16.tif", "palu_8.tif"]
-    root = _mmseg_layout(tmp_path, [src / "images" / n for n in names],
-                         [src / "labels" / n for n in names])
+    root = _mmseg_layout(tmp_path, [src / "images" / n for n in names], [src / "labels" / n for n in names])
     ds = open_dataset("openearthmap", root)
     assert ds.image_ids == ["houston_16", "palu_8"]
-    assert _counts(ds[0].label) == {0: 183, 2: 202362, 3: 164042, 4: 151496, 5: 160600,
-                                    6: 155349, 8: 214544}
-    assert _counts(ds[1].label) == {2: 167402, 3: 329356, 4: 31856, 5: 84048, 6: 322855,
-                                    8: 113059}
+    assert _counts(ds[0].label) == {0: 183, 2: 202362, 3: 164042, 4: 151496, 5: 160600, 6: 155349, 8: 214544}
+    assert _counts(ds[1].label) == {2: 167402, 3: 329356, 4: 31856, 5: 84048, 6: 322855, 8: 113059}
     assert ds[1].image.shape == (1024, 1024, 3)
 
 
@@ -90,13 +86,11 @@ def test_isaid_colour_masks_decode_by_palette(fixtures_dir):
     src = fixtures_dir / "real" / "isaid" / "val" / "images"
     names = {0: "background", 2: "storage tank", 8: "large vehicle", 9: "small vehicle"}
     expected = {
-        "P0003": {"background": 1098554, "small vehicle": 11720, "storage tank": 403,
-                  "large vehicle": 62704},
+        "P0003": {"background": 1098554, "small vehicle": 11720, "storage tank": 403, "large vehicle": 62704},
         "P0004": {"background": 994724, "small vehicle": 12830, "large vehicle": 198782},
     }
     for pid, want in expected.items():
-        ids, unknown = rgb_to_index(read_image(src / f"{pid}_instance_color_RGB.png")[0],
-                                    ISAID_PALETTE)
+        ids, unknown = rgb_to_index(read_image(src / f"{pid}_instance_color_RGB.png")[0], ISAID_PALETTE)
         assert unknown == 0
         assert {names[k]: v for k, v in _counts(ids).items()} == want
 
@@ -106,8 +100,19 @@ def test_cityscapes_train_ids_in_nested_city_folders(fixtures_dir):
     assert ds.image_ids == ["frankfurt/frankfurt_000000_000294"]
     sample = ds[0]
     assert sample.label_path.name == "frankfurt_000000_000294_gtFine_labelTrainIds.png"
-    assert _counts(sample.label) == {0: 9737, 1: 2634, 2: 12748, 4: 43, 5: 400, 7: 190, 8: 663,
-                                     10: 579, 11: 106, 13: 1799, 255: 3869}
+    assert _counts(sample.label) == {
+        0: 9737,
+        1: 2634,
+        2: 12748,
+        4: 43,
+        5: 400,
+        7: 190,
+        8: 663,
+        10: 579,
+        11: 106,
+        13: 1799,
+        255: 3869,
+    }
     assert sample.image.shape == (128, 256, 3)
 
 
@@ -120,14 +125,11 @@ def test_ade20k_reduce_zero_label(fixtures_dir, tmp_path):
     ds = open_dataset("ade20k", tmp_path)
     assert len(ds) == 3 and ds.split == "validation"
     raw = _counts(ds.raw_label(0))
-    assert raw == {0: 3613, 1: 14538, 2: 123406, 3: 134492, 5: 8784, 7: 1755, 10: 53099,
-                   18: 10009}
-    assert _counts(ds[0].label) == {255: 3613, 0: 14538, 1: 123406, 2: 134492, 4: 8784,
-                                    6: 1755, 9: 53099, 17: 10009}
+    assert raw == {0: 3613, 1: 14538, 2: 123406, 3: 134492, 5: 8784, 7: 1755, 10: 53099, 18: 10009}
+    assert _counts(ds[0].label) == {255: 3613, 0: 14538, 1: 123406, 2: 134492, 4: 8784, 6: 1755, 9: 53099, 17: 10009}
     for i in range(3):
         reduced = _counts(ds.label(i))
-        assert reduced == {(255 if k == 0 else k - 1): v for k, v in _counts(ds.raw_label(i))
-                           .items()}
+        assert reduced == {(255 if k == 0 else k - 1): v for k, v in _counts(ds.raw_label(i)).items()}
 
 
 def test_pascal_voc_palette_indices_and_split_file(fixtures_dir, tmp_path):
@@ -149,6 +151,7 @@ def test_pascal_voc_palette_indices_and_split_file(fixtures_dir, tmp_path):
 
 
 # ---- edge cases on the synthetic dataset (no fixtures needed) ----
+
 
 @pytest.fixture
 def synthetic_root(tmp_path) -> Path:

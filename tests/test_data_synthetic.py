@@ -17,8 +17,9 @@ from alignclip.data.synthetic import SYNTHETIC_CLASSES, synthetic_scene
 
 
 def _digests(root):
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*.png"))}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(root.rglob("*.png"))
+    }
 
 
 def test_same_seed_same_bytes_other_seed_other_bytes(tmp_path):

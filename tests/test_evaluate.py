@@ -11,7 +11,15 @@ import pytest
 from alignclip.data import generate_synthetic_dataset
 from alignclip.errors import InputError
 from alignclip.evaluation.confusion import ConfusionAccumulator
-from alignclip.evaluation.evaluate import DistInfo, evaluate, run_fingerprint, shard_indices
+from alignclip.evaluation.evaluate import (
+    DistInfo,
+    Head,
+    cached_result,
+    evaluate,
+    evaluate_heads,
+    run_fingerprint,
+    shard_indices,
+)
 from alignclip.evaluation.metrics import iou_from_confusion
 from alignclip.pipeline.config import build_config
 from alignclip.pipeline.segmentor import Segmentor
@@ -37,14 +45,32 @@ def reference(synth, config, tmp_path_factory):
 
 def test_result_json_fields(reference, synth, tmp_path, config):
     r = reference
-    for key in ("miou", "per_class_iou", "aacc", "macc", "num_images", "classes", "confusion_matrix", "kind",
-                "per_image_confusion", "provenance"):
+    for key in (
+        "miou",
+        "per_class_iou",
+        "aacc",
+        "macc",
+        "num_images",
+        "classes",
+        "confusion_matrix",
+        "kind",
+        "per_image_confusion",
+        "provenance",
+    ):
         assert key in r
     assert r["kind"] == "pipeline-check" and "not a reproduction" in r["note"]
     assert r["num_images"] == 5
     prov = r["provenance"]
-    for key in ("config", "manifest_sha256", "weights", "git_commit", "code_sha256", "versions", "device",
-                "wall_time_s"):
+    for key in (
+        "config",
+        "manifest_sha256",
+        "weights",
+        "git_commit",
+        "code_sha256",
+        "versions",
+        "device",
+        "wall_time_s",
+    ):
         assert key in prov
     assert prov["weights"]["clip"] == "random"
     cm = np.array(r["confusion_matrix"])
@@ -93,6 +119,44 @@ def test_resume_with_other_config_refused(synth, config, reference, tmp_path):
         evaluate(config, "synthetic", synth, out, progress=False)
 
 
+def test_cached_result_checks_the_fingerprint(reference, tmp_path):
+    out = tmp_path / "r.json"
+    fingerprint = reference["provenance"]["fingerprint"]
+    assert cached_result(out, fingerprint) is None  # no file
+    out.write_text(json.dumps(reference))
+    assert cached_result(out, fingerprint) == reference
+    assert cached_result(str(out), fingerprint) == reference
+    assert cached_result(out, "0123456789abcdef") is None  # another configuration, dataset or code
+    out.write_text("{}")
+    with pytest.raises(InputError, match="not an alignclip RESULT.json"):
+        cached_result(out, fingerprint)
+
+
+def test_evaluate_heads_scores_every_head_in_one_pass(synth, config, reference, tmp_path):
+    seen = []
+
+    def all_zero(segmentor, sample, prediction):
+        seen.append((sample.image_id, prediction))
+        return np.zeros_like(sample.label)
+
+    plain = Head(tmp_path / "plain.json", reference["provenance"]["fingerprint"])
+    zero = Head(tmp_path / "zero.json", "zero-head", all_zero, {"note_of_head": "class 0 everywhere"})
+    got_plain, got_zero = evaluate_heads(config, "synthetic", synth, [plain, zero], progress=False)
+    assert got_plain["confusion_matrix"] == reference["confusion_matrix"]
+    assert got_plain["provenance"]["fingerprint"] == reference["provenance"]["fingerprint"]
+    assert len(seen) == 5 and all(pred is None for _, pred in seen)  # no head needs the logits: none kept
+    cm, ref = np.array(got_zero["confusion_matrix"]), np.array(reference["confusion_matrix"])
+    assert np.array_equal(cm.sum(1), ref.sum(1))  # the same ground truth ...
+    assert cm[:, 1:].sum() == 0 and cm[:, 0].sum() == ref.sum()  # ... all predicted as class 0
+    assert got_zero["provenance"]["fingerprint"] == "zero-head"
+    assert got_zero["provenance"]["note_of_head"] == "class 0 everywhere"
+    assert json.loads((tmp_path / "zero.json").read_text())["confusion_matrix"] == cm.tolist()
+    with pytest.raises(InputError, match="own out"):
+        evaluate_heads(config, "synthetic", synth, [plain, Head(tmp_path / "plain.json", "x")], force=True)
+    with pytest.raises(InputError, match="at least one Head"):
+        evaluate_heads(config, "synthetic", synth, [])
+
+
 def test_fingerprint_follows_the_package_code(config, monkeypatch):
     import alignclip.evaluation.evaluate as ev
 
@@ -138,9 +202,30 @@ def test_missing_root_message(config, tmp_path):
 def test_torchrun_two_processes_equal_one(synth, reference, tmp_path):
     out = tmp_path / "ddp.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
-           "-m", "alignclip.cli.main", "evaluate", "--dataset", "synthetic", "--data-root", str(synth), "--out",
-           str(out), "--preset", "alignclip-d", "--smoke", "--set", "long_side=128", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29533",
+        "-m",
+        "alignclip.cli.main",
+        "evaluate",
+        "--dataset",
+        "synthetic",
+        "--data-root",
+        str(synth),
+        "--out",
+        str(out),
+        "--preset",
+        "alignclip-d",
+        "--smoke",
+        "--set",
+        "long_side=128",
+        "--no-progress",
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     result = json.loads(out.read_text())

@@ -56,8 +56,16 @@ def _write_result(path, cms, kind="reproduction"):
     total = acc.total().astype(float)
     inter = np.diag(total)
     miou = float(np.mean(inter / (total.sum(0) + total.sum(1) - inter))) * 100
-    path.write_text(json.dumps({"kind": kind, "miou": miou, "confusion_matrix": acc.total().tolist(),
-                                "per_image_confusion": acc.to_compact()}))
+    path.write_text(
+        json.dumps(
+            {
+                "kind": kind,
+                "miou": miou,
+                "confusion_matrix": acc.total().tolist(),
+                "per_image_confusion": acc.to_compact(),
+            }
+        )
+    )
     return miou
 
 
@@ -67,21 +75,41 @@ def _results(tmp_path, runs, kind="reproduction"):
     for (label, dataset), cms in runs.items():
         path = tmp_path / f"{label.replace(' ', '_')}_{dataset}.json"
         miou = _write_result(path, cms, kind)
-        rows.append(dict(label=label, preset=label.split(" ")[0], dataset=dataset, miou=miou, ci_low=miou - 1,
-                         ci_high=miou + 1, n_images=len(cms), kind=kind, path=str(path)))
+        rows.append(
+            dict(
+                label=label,
+                preset=label.split(" ")[0],
+                dataset=dataset,
+                miou=miou,
+                ci_low=miou - 1,
+                ci_high=miou + 1,
+                n_images=len(cms),
+                kind=kind,
+                path=str(path),
+            )
+        )
     return pd.DataFrame(rows)
 
 
 def _switch_results(tmp_path, kind):
     """SGA lowers Cityscapes (5 alike images) and changes nothing on ADE20k; Cityscapes listed first."""
-    return _results(tmp_path, {("base", "cityscapes"): [PERFECT] * 5, ("base+sga", "cityscapes"): [WORSE] * 5,
-                               ("base", "ade20k"): [PERFECT] * 5, ("base+sga", "ade20k"): [PERFECT] * 5}, kind)
+    return _results(
+        tmp_path,
+        {
+            ("base", "cityscapes"): [PERFECT] * 5,
+            ("base+sga", "cityscapes"): [WORSE] * 5,
+            ("base", "ade20k"): [PERFECT] * 5,
+            ("base+sga", "ade20k"): [PERFECT] * 5,
+        },
+        kind,
+    )
 
 
 # ------------------------------------------------------------------------- per dataset and averaged
 def test_paired_deltas_hand_case(tmp_path):
-    gains = paired_deltas(_switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=-1,
-                          n_boot=200)
+    gains = paired_deltas(
+        _switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=-1, n_boot=200
+    )
     by = gains.set_index("dataset")
     drop = (10 / 15 + 5 / 10) / 2 * 100 - 100  # identical images: every resample gives the same difference
     assert list(by.index) == ["cityscapes", "ade20k", "Avg."]  # the results' order, then the average
@@ -91,14 +119,14 @@ def test_paired_deltas_hand_case(tmp_path):
     assert by.loc["ade20k", "delta"] == 0.0 and by.loc["ade20k", "verdict"] == "not distinguishable from zero"
     assert by.loc["Avg.", ["delta", "ci_low", "ci_high"]].tolist() == pytest.approx([drop / 2] * 3)
     assert by.loc["Avg.", "verdict"] == "supported" and by.loc["Avg.", "n_images"] == 10
-    gain = paired_deltas(_switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=1,
-                         n_boot=50)
+    gain = paired_deltas(_switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=1, n_boot=50)
     assert gain.set_index("dataset").loc["cityscapes", "verdict"] == "contradicted"
 
 
 def test_pipeline_checks_get_no_verdict(tmp_path):
-    gains = paired_deltas(_switch_results(tmp_path, "pipeline-check"), [("base", "base+sga")], claimed_sign=-1,
-                          n_boot=50)
+    gains = paired_deltas(
+        _switch_results(tmp_path, "pipeline-check"), [("base", "base+sga")], claimed_sign=-1, n_boot=50
+    )
     assert set(gains["verdict"]) == {"pipeline-check"}
     with pytest.raises(InputError, match="no dataset"):
         paired_deltas(_switch_results(tmp_path, "pipeline-check"), [("base", "other")])
@@ -121,14 +149,16 @@ def test_average_gain_is_exact_when_every_image_improves_alike(tmp_path):
 def test_average_gains_are_the_avg_rows_of_paired_deltas_on_sorted_datasets(tmp_path):
     """One implementation: same numbers as paired_deltas with the datasets in alphabetical order."""
     rng = np.random.default_rng(0)
-    runs = {(lab, ds): [rng.integers(0, 9, size=(2, 2)) for _ in range(4)]
-            for ds in ("vdd", "potsdam", "isaid") for lab in ("a", "b")}
+    runs = {
+        (lab, ds): [rng.integers(0, 9, size=(2, 2)) for _ in range(4)]
+        for ds in ("vdd", "potsdam", "isaid")
+        for lab in ("a", "b")
+    }
     res = _results(tmp_path, runs, kind="reproduction")
     avg = average_gains(res, [("a", "b")], n_boot=300, seed=3).iloc[0]
     ref = paired_deltas(res.sort_values("dataset", kind="stable"), [("a", "b")], n_boot=300, seed=3)
     ref = ref.set_index("dataset").loc["Avg."]
-    assert [avg["ours"], avg["ci_low"], avg["ci_high"]] == pytest.approx([ref["delta"], ref["ci_low"],
-                                                                          ref["ci_high"]])
+    assert [avg["ours"], avg["ci_low"], avg["ci_high"]] == pytest.approx([ref["delta"], ref["ci_low"], ref["ci_high"]])
     assert avg["verdict"] == ref["verdict"] and avg["n_datasets"] == 3
     unsorted = paired_deltas(res, [("a", "b")], n_boot=300, seed=3).set_index("dataset")
     assert list(unsorted.index) == ["vdd", "potsdam", "isaid", "Avg."]
@@ -137,8 +167,11 @@ def test_average_gains_are_the_avg_rows_of_paired_deltas_on_sorted_datasets(tmp_
 
 def test_per_dataset_rows_equal_check_claims(tmp_path):
     rng = np.random.default_rng(1)
-    runs = {(lab, ds): [rng.integers(0, 9, size=(2, 2)) for _ in range(4)]
-            for ds in ("vdd", "potsdam") for lab in ("a", "b")}
+    runs = {
+        (lab, ds): [rng.integers(0, 9, size=(2, 2)) for _ in range(4)]
+        for ds in ("vdd", "potsdam")
+        for lab in ("a", "b")
+    }
     res = _results(tmp_path, runs)
     ours = paired_deltas(res.sort_values("dataset", kind="stable"), [("a", "b")], n_boot=100)
     ref = check_claims(res, [("a", "b")], n_boot=100)
@@ -158,8 +191,14 @@ def test_average_gain_errors(tmp_path):
 
 
 def test_sweep_claims_compare_the_best_value_with_every_other(tmp_path):
-    res = _results(tmp_path, {("alignclip-d", "vdd"): [PERFECT, PERFECT], ("alignclip-d top_n=2", "vdd"): [HALF, HALF],
-                              ("alignclip-d top_n=3", "vdd"): [PERFECT, PERFECT]})
+    res = _results(
+        tmp_path,
+        {
+            ("alignclip-d", "vdd"): [PERFECT, PERFECT],
+            ("alignclip-d top_n=2", "vdd"): [HALF, HALF],
+            ("alignclip-d top_n=3", "vdd"): [PERFECT, PERFECT],
+        },
+    )
     res.insert(0, "value", [1, 2, 3])
     res.insert(0, "param", "top_n")
     res.insert(0, "variant", "alignclip-d")
@@ -168,8 +207,18 @@ def test_sweep_claims_compare_the_best_value_with_every_other(tmp_path):
     assert list(out["method"]) == ["alignclip-d top_n=1"] * 2
     assert out["delta"].iloc[0] == pytest.approx(100 - 100 * (0.5 + 2 / 3) / 2)
     assert list(out["verdict"]) == ["supported", "not distinguishable from zero"]
-    assert list(out.columns) == ["variant", "value", "baseline", "method", "dataset", "delta", "ci_low", "ci_high",
-                                 "p_better", "verdict"]
+    assert list(out.columns) == [
+        "variant",
+        "value",
+        "baseline",
+        "method",
+        "dataset",
+        "delta",
+        "ci_low",
+        "ci_high",
+        "p_better",
+        "verdict",
+    ]
     with pytest.raises(InputError, match="was not swept"):
         sweep_claims(res, best=7)
 
@@ -177,8 +226,11 @@ def test_sweep_claims_compare_the_best_value_with_every_other(tmp_path):
 def test_switch_runs():
     runs = switch_runs(["sclip"], ["ade20k", "cityscapes"], overrides={"alpha": 0.1})
     assert [(r.label, r.dataset, r.overrides) for r in runs] == [
-        ("sclip", "ade20k", {}), ("sclip", "cityscapes", {}),
-        ("sclip+sga", "ade20k", {"alpha": 0.1}), ("sclip+sga", "cityscapes", {"alpha": 0.1})]
+        ("sclip", "ade20k", {}),
+        ("sclip", "cityscapes", {}),
+        ("sclip+sga", "ade20k", {"alpha": 0.1}),
+        ("sclip+sga", "cityscapes", {"alpha": 0.1}),
+    ]
 
 
 def test_switch_pairs_and_rounding():
@@ -214,8 +266,16 @@ def test_tables_and_figure(tmp_path):
     ours = paired_deltas(results, [("base", "base+sga")], claimed_sign=-1, n_boot=50)
     paper = paper_deltas("table12_natural_images", [("SC-CLIP", "SC-CLIP+SGA"), ("Trident", "Trident+SGA")])
     wide = deltas_beside_paper(ours, paper)
-    assert list(wide.columns) == ["source", "comparison", "Cityscapes", "ADE20k", "COCO-Stuff", "Context59",
-                                  "VOC20", "Avg."]
+    assert list(wide.columns) == [
+        "source",
+        "comparison",
+        "Cityscapes",
+        "ADE20k",
+        "COCO-Stuff",
+        "Context59",
+        "VOC20",
+        "Avg.",
+    ]
     assert list(wide["source"]) == ["paper", "paper", "ours"]
     assert pd.isna(wide.iloc[2]["COCO-Stuff"])  # not run by us
     table = results_beside_paper(results, "table12_natural_images")
@@ -227,8 +287,7 @@ def test_tables_and_figure(tmp_path):
 
 
 def test_deltas_vs_paper_uses_the_mean_of_the_papers_comparisons(tmp_path):
-    ours = paired_deltas(_switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=-1,
-                         n_boot=50)
+    ours = paired_deltas(_switch_results(tmp_path, "reproduction"), [("base", "base+sga")], claimed_sign=-1, n_boot=50)
     table = deltas_vs_paper(ours, paper_deltas("table12_natural_images", TABLE12_PAIRS)).set_index("dataset")
     assert table.loc["Cityscapes", "paper_delta"] == pytest.approx((-2.5 - 4.0 - 2.1) / 3)
     assert table.loc["Cityscapes", "paper_range"] == "-4.0..-2.1"
@@ -238,8 +297,9 @@ def test_deltas_vs_paper_uses_the_mean_of_the_papers_comparisons(tmp_path):
 
 
 def test_wide_comparison_and_plugin_table(tmp_path):
-    runs = {(lab, ds): [cm] for ds in ("potsdam", "vdd")
-            for lab, cm in (("clip", HALF), ("clip+sga alpha=0.1", PERFECT))}
+    runs = {
+        (lab, ds): [cm] for ds in ("potsdam", "vdd") for lab, cm in (("clip", HALF), ("clip+sga alpha=0.1", PERFECT))
+    }
     res = _results(tmp_path, runs, kind="pipeline-check")
     cmp = paper_comparison(res, "table2_main", {"clip": "CLIP"})
     wide = wide_comparison(cmp)
@@ -258,8 +318,17 @@ def test_wide_comparison_and_plugin_table(tmp_path):
 
 
 def test_plot_gains_says_pipeline_check():
-    claims = pd.DataFrame(dict(baseline="a", method="b", dataset=["potsdam", "vdd"], delta=[1.0, -1.0],
-                               ci_low=[0.5, -2.0], ci_high=[1.5, 0.2], verdict="pipeline-check"))
+    claims = pd.DataFrame(
+        dict(
+            baseline="a",
+            method="b",
+            dataset=["potsdam", "vdd"],
+            delta=[1.0, -1.0],
+            ci_low=[0.5, -2.0],
+            ci_high=[1.5, 0.2],
+            verdict="pipeline-check",
+        )
+    )
     paper = pd.DataFrame(dict(baseline="a", method="b", dataset=["potsdam", "vdd"], paper_delta=[0.1, 0.2]))
     ax = plot_gains(claims, paper, title="gains").axes[0]
     assert "PIPELINE CHECK" in ax.get_title()

@@ -40,9 +40,18 @@ def _write_tiff(path, bands_first, transform=None, crs=None, colorinterp=None, *
     c, h, w = bands_first.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c,
-                           dtype=bands_first.dtype, transform=transform, crs=crs,
-                           **options) as dst:
+        with rasterio.open(
+            path,
+            "w",
+            driver="GTiff",
+            width=w,
+            height=h,
+            count=c,
+            dtype=bands_first.dtype,
+            transform=transform,
+            crs=crs,
+            **options,
+        ) as dst:
             dst.write(bands_first)
             if colorinterp is not None:
                 dst.colorinterp = colorinterp
@@ -208,8 +217,7 @@ def test_missing_file_raises_input_error(tmp_path):
 def test_geotiff_meta_and_mask_keep_crs_and_transform(tmp_path):
     transform = Affine(0.5, 0.0, 346000.0, 0.0, -0.5, 5648000.0)
     crs = CRS.from_epsg(25832)
-    _write_tiff(tmp_path / "geo.tif", RNG.integers(0, 256, (3, 8, 10), dtype=np.uint8),
-                transform=transform, crs=crs)
+    _write_tiff(tmp_path / "geo.tif", RNG.integers(0, 256, (3, 8, 10), dtype=np.uint8), transform=transform, crs=crs)
     image, meta = read_image(tmp_path / "geo.tif")
     assert image.shape == (8, 10, 3) and meta["format"] == "TIFF"
     assert meta["geo"]["crs"] == crs and meta["geo"]["transform"] == transform
@@ -295,8 +303,9 @@ def test_palette_tiff_label_gives_indices(tmp_path):
     indices = np.array([[[0, 1], [2, 1]]], np.uint8)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(tmp_path / "p.tif", "w", driver="GTiff", width=2, height=2, count=1,
-                           dtype="uint8", photometric="palette") as dst:
+        with rasterio.open(
+            tmp_path / "p.tif", "w", driver="GTiff", width=2, height=2, count=1, dtype="uint8", photometric="palette"
+        ) as dst:
             dst.write(indices)
             dst.write_colormap(1, {0: (0, 0, 0, 255), 1: (255, 0, 0, 255), 2: (0, 0, 255, 255)})
     np.testing.assert_array_equal(read_label(tmp_path / "p.tif"), indices[0])
@@ -376,7 +385,14 @@ def test_real_openearthmap_geotiff_and_label():
     assert label.shape == (1024, 1024) and label.dtype == np.uint8
     values, counts = np.unique(label, return_counts=True)
     assert dict(zip(values.tolist(), counts.tolist(), strict=True)) == {
-        0: 183, 2: 202362, 3: 164042, 4: 151496, 5: 160600, 6: 155349, 8: 214544}
+        0: 183,
+        2: 202362,
+        3: 164042,
+        4: 151496,
+        5: 160600,
+        6: 155349,
+        8: 214544,
+    }
 
 
 def test_real_isaid_png():

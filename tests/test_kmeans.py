@@ -17,9 +17,7 @@ def _blobs(seed: int, n: int = 90, k: int = 3, dim: int = 5) -> tuple[np.ndarray
     """Well-separated Gaussian blobs: centres 20 apart per axis, std 0.5."""
     rng = np.random.default_rng(seed)
     centres = rng.uniform(-1.0, 1.0, size=(k, dim)) + 20.0 * np.eye(k, dim)
-    pts, truth = make_blobs(
-        n_samples=n, centers=centres, cluster_std=0.5, random_state=seed, shuffle=True
-    )
+    pts, truth = make_blobs(n_samples=n, centers=centres, cluster_std=0.5, random_state=seed, shuffle=True)
     return pts.astype(np.float32), truth
 
 

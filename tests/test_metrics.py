@@ -79,9 +79,7 @@ def test_torch_inputs_and_mixed():
     pred, label = _random_case(rng, 4)
     ref = confusion_matrix(pred, label, 4)
     np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(pred), label, 4), ref)
-    np.testing.assert_array_equal(
-        confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), 4), ref
-    )
+    np.testing.assert_array_equal(confusion_matrix(torch.from_numpy(pred), torch.from_numpy(label), 4), ref)
     np.testing.assert_array_equal(confusion_matrix(pred, torch.from_numpy(label), 4), ref)
     # Non-contiguous (negative-stride) numpy views work too.
     np.testing.assert_array_equal(confusion_matrix(pred[::-1], label[::-1], 4), ref)

@@ -29,6 +29,7 @@ def _guard(seg, monkeypatch) -> None:
                 return run(*args, **kwargs)
             finally:
                 inside["depth"] -= 1
+
         return wrapper
 
     def forbid(name):
@@ -38,6 +39,7 @@ def _guard(seg, monkeypatch) -> None:
             if inside["depth"]:
                 raise AssertionError(f"Tensor.{name} read a tensor to the host inside the window loop")
             return original(self, *args, **kwargs)
+
         return method
 
     for name in _HOST_READS:
@@ -50,13 +52,16 @@ def _image() -> np.ndarray:
     return np.random.default_rng(0).integers(0, 256, size=(120, 170, 3), dtype=np.uint8)
 
 
-@pytest.mark.parametrize(("preset", "over"), [
-    ("segearth-ov", {}),
-    ("alignclip-d", {}),
-    ("alignclip-s", {"vfm": "tiny_sam"}),
-    ("alignclip-d", {"crop": 64, "stride": 32}),  # 16 patches < 32 channels: the factored upsampler path
-    ("alignclip-d", {"sga_scope": "image", "sga_source": "upsampled"}),
-])
+@pytest.mark.parametrize(
+    ("preset", "over"),
+    [
+        ("segearth-ov", {}),
+        ("alignclip-d", {}),
+        ("alignclip-s", {"vfm": "tiny_sam"}),
+        ("alignclip-d", {"crop": 64, "stride": 32}),  # 16 patches < 32 channels: the factored upsampler path
+        ("alignclip-d", {"sga_scope": "image", "sga_source": "upsampled"}),
+    ],
+)
 def test_window_logits_make_no_host_reads(preset, over, monkeypatch):
     seg = build_segmentor(preset, classes=["road", "building,roof", "tree"], smoke=True, window_batch=4, **over)
     image = _image()

@@ -12,10 +12,17 @@ from alignclip.paper.names import PACKAGE_DATASET, RS_COLUMNS
 from alignclip.paper.tables import compare_with_paper, list_tables, load_table, paper_row
 
 EXPECTED_TABLES = [
-    "table1_intra_class_similarity", "table2_main", "table3_component_ablation",
-    "table6_hyperparameters", "table7_alpha_sensitivity", "table8_beta_sensitivity",
-    "table9_clusters_sensitivity", "table10_sga_plugin", "table11_compute",
-    "table12_natural_images", "table13_densecrf",
+    "table1_intra_class_similarity",
+    "table2_main",
+    "table3_component_ablation",
+    "table6_hyperparameters",
+    "table7_alpha_sensitivity",
+    "table8_beta_sensitivity",
+    "table9_clusters_sensitivity",
+    "table10_sga_plugin",
+    "table11_compute",
+    "table12_natural_images",
+    "table13_densecrf",
 ]
 
 
@@ -34,8 +41,13 @@ def test_every_table_loads_with_numbers(name):
 
 
 def test_rs_tables_have_the_eight_datasets_in_paper_order():
-    for name in ("table2_main", "table3_component_ablation", "table7_alpha_sensitivity",
-                 "table10_sga_plugin", "table13_densecrf"):
+    for name in (
+        "table2_main",
+        "table3_component_ablation",
+        "table7_alpha_sensitivity",
+        "table10_sga_plugin",
+        "table13_densecrf",
+    ):
         cols = [c for c in load_table(name).columns if c in RS_COLUMNS]
         assert cols == RS_COLUMNS
 
@@ -48,10 +60,23 @@ def test_short_name_and_unknown_table():
 
 def test_dataset_keys_cover_all_paper_columns():
     assert [PACKAGE_DATASET[d] for d in RS_COLUMNS] == [
-        "openearthmap", "loveda", "isaid", "potsdam", "vaihingen", "uavid", "udd5", "vdd"]
+        "openearthmap",
+        "loveda",
+        "isaid",
+        "potsdam",
+        "vaihingen",
+        "uavid",
+        "udd5",
+        "vdd",
+    ]
     natural = [c for c in load_table("table12_natural_images").columns if c not in ("method", "Avg")]
     assert [PACKAGE_DATASET[c] for c in natural] == [
-        "cityscapes", "ade20k", "coco_stuff171", "pascal_context59", "pascal_voc20"]
+        "cityscapes",
+        "ade20k",
+        "coco_stuff171",
+        "pascal_context59",
+        "pascal_voc20",
+    ]
 
 
 def test_paper_row_main_and_keyed_tables():
@@ -116,10 +141,13 @@ def test_compare_with_paper_errors():
         compare_with_paper({})
     with pytest.raises(ConfigError, match="kind"):
         compare_with_paper({"loveda": 39.0}, kind="")
+    with pytest.raises(ConfigError, match="not a kind of run"):
+        compare_with_paper({"loveda": 39.0}, kind="pipeline check")
 
 
 def test_compare_with_paper_natural_images():
-    df = compare_with_paper({"coco_stuff171": 26.0, "pascal_voc20": 84.3},
-                            table="table12_natural_images", method="SC-CLIP")
+    df = compare_with_paper(
+        {"coco_stuff171": 26.0, "pascal_voc20": 84.3}, table="table12_natural_images", method="SC-CLIP"
+    )
     assert list(df["dataset"]) == ["COCO-Stuff", "VOC20", "Avg."]
     assert df["delta"][:2].round(6).tolist() == [-0.6, 0.0]

@@ -35,8 +35,9 @@ def test_pick_images_is_seeded_and_bounded():
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    return start_study(profile="smoke", datasets=["potsdam"], output_dir=tmp_path_factory.mktemp("q"),
-                       smoke_images=3, smoke_size=64)
+    return start_study(
+        profile="smoke", datasets=["potsdam"], output_dir=tmp_path_factory.mktemp("q"), smoke_images=3, smoke_size=64
+    )
 
 
 @pytest.fixture(scope="module")

@@ -35,7 +35,9 @@ def test_output_is_input_sized_labels(seg_d):
     labels = seg_d.segment(img)
     assert labels.shape == img.shape[:2] and labels.dtype == np.uint8
     assert labels.max() < len(CLASSES)
-    assert seg_d.processing_size(img) == tuple(seg_d.preprocess(img).shape[-2:]) == (129, 224)  # long side 224, 150 * 224 / 260 rounded
+    assert (
+        seg_d.processing_size(img) == tuple(seg_d.preprocess(img).shape[-2:]) == (129, 224)
+    )  # long side 224, 150 * 224 / 260 rounded
     assert seg_d.is_random
 
 
@@ -47,8 +49,9 @@ def test_deterministic_same_bits(seg_d):
     assert torch.equal(a.logits, b.logits)
 
 
-@pytest.mark.parametrize("preset", ["clip", "maskclip", "sclip", "clearclip", "naclip", "segearth-ov",
-                                    "segearth-ov+sga", "segearth-ov+cce"])
+@pytest.mark.parametrize(
+    "preset", ["clip", "maskclip", "sclip", "clearclip", "naclip", "segearth-ov", "segearth-ov+sga", "segearth-ov+cce"]
+)
 def test_every_preset_runs(preset):
     labels = _seg(preset).segment(_image(64, 100))
     assert labels.shape == (64, 100)
@@ -61,8 +64,15 @@ def test_alignclip_s_with_tiny_sam():
 
 def test_switch_variants_run():
     img = _image(100, 120)
-    for over in [dict(sga_source="upsampled"), dict(sga_scope="image"), dict(affinity="cosine"),
-                 dict(grid_align="clip"), dict(top_n=3), dict(sga_cls_term=False), dict(upsampler="none")]:
+    for over in [
+        dict(sga_source="upsampled"),
+        dict(sga_scope="image"),
+        dict(affinity="cosine"),
+        dict(grid_align="clip"),
+        dict(top_n=3),
+        dict(sga_cls_term=False),
+        dict(upsampler="none"),
+    ]:
         assert _seg(**over).segment(img).shape == (100, 120)
 
 
@@ -113,19 +123,24 @@ def test_image_scope_sga_uses_global_top_patch():
     torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize(("preset", "resolution", "grid_align", "side"), [
-    ("alignclip-s", "window", "vfm", 112),  # tiny_sam at the window's size: 7x7 patches
-    ("alignclip-s", "native", "vfm", 224),  # tiny_sam at its native 224: 14x14 patches
-    ("alignclip-s", "native", "clip", 112),  # grid_align=clip wins: CLIP's 7x7 grid
-    ("alignclip-s", "window", "clip", 112),
-    ("alignclip-d", "native", "vfm", 112),  # tiny ViT (DINO layout) has no native size
-])
+@pytest.mark.parametrize(
+    ("preset", "resolution", "grid_align", "side"),
+    [
+        ("alignclip-s", "window", "vfm", 112),  # tiny_sam at the window's size: 7x7 patches
+        ("alignclip-s", "native", "vfm", 224),  # tiny_sam at its native 224: 14x14 patches
+        ("alignclip-s", "native", "clip", 112),  # grid_align=clip wins: CLIP's 7x7 grid
+        ("alignclip-s", "window", "clip", 112),
+        ("alignclip-d", "native", "vfm", 112),  # tiny ViT (DINO layout) has no native size
+    ],
+)
 def test_vfm_input_size_follows_resolution_and_grid_align(preset, resolution, grid_align, side):
-    seg = _seg(preset, long_side=None, crop=112, stride=112, vfm_resolution=resolution, grid_align=grid_align,
-               window_batch=2)
+    seg = _seg(
+        preset, long_side=None, crop=112, stride=112, vfm_resolution=resolution, grid_align=grid_align, window_batch=2
+    )
     seen = []
-    hook = seg.vfm.register_forward_hook(lambda m, args, out: seen.append((tuple(args[0].shape[-2:]),
-                                                                           tuple(out[0].shape[1:3]))))
+    hook = seg.vfm.register_forward_hook(
+        lambda m, args, out: seen.append((tuple(args[0].shape[-2:]), tuple(out[0].shape[1:3])))
+    )
     try:
         labels = seg.segment(_image(112, 224))
     finally:
@@ -168,7 +183,7 @@ def _reference_predict(seg: Segmentor, image: np.ndarray, strip_rows: int = 512)
         text = seg._image_text(lambda y1, y2, x1, x2: img[:, y1:y2, x1:x2], boxes)
     out = torch.zeros(len(seg.classes.queries), height, width)
     for i in range(0, len(boxes), seg.window_batch):
-        chunk = boxes[i:i + seg.window_batch]
+        chunk = boxes[i : i + seg.window_batch]
         accumulate_windows(out, seg.window_logits(extract_windows(img, chunk), text), chunk)
     logits = out / window_counts(height, width, boxes)
     h0, w0 = image.shape[:2]
@@ -176,16 +191,19 @@ def _reference_predict(seg: Segmentor, image: np.ndarray, strip_rows: int = 512)
     for r in range(0, h0, strip_rows):
         rows = bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))
         probs = class_probabilities(rows, seg.query_to_class, seg.classes.num_classes, c.logit_scale)
-        labels[r:r + rows.shape[1]] = predict_labels(probs, c.prob_thd, c.bg_idx).numpy()
+        labels[r : r + rows.shape[1]] = predict_labels(probs, c.prob_thd, c.bg_idx).numpy()
     return labels, logits
 
 
-@pytest.mark.parametrize(("preset", "over", "size"), [
-    ("alignclip-d", dict(long_side=224), (150, 260)),  # resized: processing size differs from the input's
-    ("alignclip-d", dict(long_side=None, crop=64, stride=40, window_batch=3), (131, 157)),  # batches cross bands
-    ("segearth-ov+sga", dict(long_side=None, crop=48, stride=32, sga_scope="image", window_batch=4), (97, 121)),
-    ("clip", dict(long_side=None, crop=64, stride=48, window_batch=32), (200, 90)),
-])
+@pytest.mark.parametrize(
+    ("preset", "over", "size"),
+    [
+        ("alignclip-d", dict(long_side=224), (150, 260)),  # resized: processing size differs from the input's
+        ("alignclip-d", dict(long_side=None, crop=64, stride=40, window_batch=3), (131, 157)),  # batches cross bands
+        ("segearth-ov+sga", dict(long_side=None, crop=48, stride=32, sga_scope="image", window_batch=4), (97, 121)),
+        ("clip", dict(long_side=None, crop=64, stride=48, window_batch=32), (200, 90)),
+    ],
+)
 def test_streaming_is_bit_identical_to_the_dense_implementation(preset, over, size):
     seg = _seg(preset, **over)
     img = _image(*size, seed=11)
@@ -196,12 +214,15 @@ def test_streaming_is_bit_identical_to_the_dense_implementation(preset, over, si
     assert torch.equal(seg.image_logits(seg.preprocess(img)), ref_logits)
 
 
-@pytest.mark.parametrize(("preset", "over", "size"), [
-    ("alignclip-d", dict(crop=64, stride=40, window_batch=3), (131, 157)),
-    ("segearth-ov+sga", dict(crop=48, stride=32, sga_scope="image"), (97, 121)),
-    ("clip", dict(crop=32, stride=24, window_batch=32), (203, 57)),
-    ("segearth-ov", dict(), (61, 250)),  # smaller than the crop along one side
-])
+@pytest.mark.parametrize(
+    ("preset", "over", "size"),
+    [
+        ("alignclip-d", dict(crop=64, stride=40, window_batch=3), (131, 157)),
+        ("segearth-ov+sga", dict(crop=48, stride=32, sga_scope="image"), (97, 121)),
+        ("clip", dict(crop=32, stride=24, window_batch=32), (203, 57)),
+        ("segearth-ov", dict(), (61, 250)),  # smaller than the crop along one side
+    ],
+)
 def test_streamed_labels_equal_kept_logits_labels(preset, over, size):
     seg = _seg(preset, long_side=None, **over)
     img = _image(*size, seed=13)

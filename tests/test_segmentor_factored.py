@@ -14,8 +14,15 @@ from alignclip.pipeline.segmentor import build_segmentor
 @pytest.mark.parametrize("sga_source", ["patch", "upsampled"])
 def test_factored_logits_equal_dense_logits(preset, sga_source, monkeypatch):
     # 64-pixel windows: 4x4 = 16 patches < 32 channels of the tiny CLIP, so the operator path is taken
-    seg = build_segmentor(preset, classes=["road", "building,roof", "tree"], smoke=True, crop=64, stride=32,
-                          long_side=None, sga_source=sga_source)
+    seg = build_segmentor(
+        preset,
+        classes=["road", "building,roof", "tree"],
+        smoke=True,
+        crop=64,
+        stride=32,
+        long_side=None,
+        sga_source=sga_source,
+    )
     image = np.random.default_rng(0).integers(0, 256, size=(96, 130, 3), dtype=np.uint8)
     crops = torch.randn(2, 3, 64, 64)
     x, patch, _ = seg._encode(crops)

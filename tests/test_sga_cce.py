@@ -3,9 +3,10 @@ import math
 import pytest
 import torch
 
-from alignclip.errors import ConfigError
+from alignclip.errors import ConfigError, InputError
 from alignclip.ops.cce import cluster_mask, cosine_affinity, fuse_logits, propagate_within_clusters
-from alignclip.ops.sga import self_guided_alignment
+from alignclip.ops.postprocess import predict_labels
+from alignclip.ops.sga import patch_logits, self_guided_alignment
 
 
 def test_sga_hand_checkable():
@@ -86,3 +87,21 @@ def test_fuse_eq14():
     torch.testing.assert_close(out, torch.full((1, 2, 4, 4), 0.25))
     with pytest.raises(ConfigError, match="beta"):
         fuse_logits(refined, up, beta=1.2)
+
+
+def test_patch_logits_eq8_hand_checkable():
+    # two patches: (3, 4) -> unit (0.6, 0.8); (0, 2) -> (0, 1); texts (1, 0) and (0, 1)
+    patch = torch.tensor([[3.0, 0.0], [4.0, 2.0]]).view(1, 2, 1, 2)  # [B=1, D=2, h=1, w=2]
+    text = torch.tensor([[[1.0, 0.0], [0.0, 1.0]]])  # [B=1, Q=2, D=2]
+    s = patch_logits(patch, text)
+    assert s.shape == (1, 2, 1, 2)
+    assert s[0, :, 0, 0].tolist() == pytest.approx([0.6, 0.8])
+    assert s[0, :, 0, 1].tolist() == pytest.approx([0.0, 1.0])
+    with pytest.raises(InputError, match="dim"):
+        patch_logits(patch, torch.ones(1, 2, 3))
+
+
+def test_predict_labels_eq15_argmax_and_threshold():
+    probs = torch.tensor([[0.7, 0.2], [0.3, 0.45], [0.0, 0.35]])  # [K=3, 2 pixels]
+    assert predict_labels(probs).tolist() == [0, 1]  # Eq. 15: argmax
+    assert predict_labels(probs, prob_thd=0.5, bg_idx=2).tolist() == [0, 2]  # best 0.45 < 0.5 -> background

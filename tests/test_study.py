@@ -1,5 +1,6 @@
 """The study layer the notebooks call: parameter validation, cached runs, tables, claims."""
 
+import pandas as pd
 import pytest
 
 from alignclip.cli.notebooks import check_parameters, list_notebooks, notebook_path, run_notebook
@@ -17,8 +18,13 @@ from alignclip.study import (
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    return start_study(datasets=["potsdam", "loveda"], output_dir=tmp_path_factory.mktemp("study"), n_boot=200,
-                       smoke_images=2, smoke_size=64)
+    return start_study(
+        datasets=["potsdam", "loveda"],
+        output_dir=tmp_path_factory.mktemp("study"),
+        n_boot=200,
+        smoke_images=2,
+        smoke_size=64,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,8 +80,9 @@ def test_full_profile_checks_only_what_the_notebook_needs(tmp_path):
         start_study(profile="full", datasets=["potsdam"], output_dir=tmp_path)
     with pytest.raises(ConfigError, match="-p upsampler_ckpt"):
         start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path)
-    both = start_study(profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path,
-                       upsampler_ckpt="none")
+    both = start_study(
+        profile="full", datasets=["potsdam"], data_root=tmp_path, output_dir=tmp_path, upsampler_ckpt="none"
+    )
     assert both.needs == ("data", "weights")
     assert f"datasets under `{tmp_path}`" in banner(both).data
     # the smoke profile needs nothing whatever is declared; unknown needs are named
@@ -116,6 +123,8 @@ def test_tables_and_claims(results):
     assert len(ours) == 1 and ours["Potsdam"].notna().all() and ours["Avg"].isna().all()  # 2 of 8 datasets
     cmp = paper_comparison(results, "table2_main", {"alignclip-d": "AlignCLIP-D"})
     assert set(cmp["kind"]) == {"pipeline-check"}
+    # presets find their paper row through alignclip.paper.names (no map written by the caller)
+    pd.testing.assert_frame_equal(paper_comparison(results, "table2_main", ["alignclip-d"]), cmp)
     claims = check_claims(results, [("segearth-ov", "alignclip-d")], n_boot=100)
     assert set(claims["verdict"]) == {"pipeline-check"} and len(claims) == 2
 

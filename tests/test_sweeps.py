@@ -31,9 +31,7 @@ matplotlib.use("Agg")
 
 @pytest.fixture
 def ctx(tmp_path):
-    return start_study(
-        datasets=["potsdam", "openearthmap"], output_dir=tmp_path, smoke_images=1, smoke_size=64
-    )
+    return start_study(datasets=["potsdam", "openearthmap"], output_dir=tmp_path, smoke_images=1, smoke_size=64)
 
 
 # ----------------------------------------------------------------------------------------- runs
@@ -107,12 +105,8 @@ def test_sweep_comparison_reads_tables_7_to_9():
         ]
     )
     cmp = sweep_comparison(res)
-    assert cmp["paper"].iloc[0] == pytest.approx(47.9) and cmp["delta"].iloc[0] == pytest.approx(
-        2.1
-    )
-    assert cmp["paper"].iloc[1] == pytest.approx(48.1) and cmp["delta"].iloc[1] == pytest.approx(
-        0.0
-    )
+    assert cmp["paper"].iloc[0] == pytest.approx(47.9) and cmp["delta"].iloc[0] == pytest.approx(2.1)
+    assert cmp["paper"].iloc[1] == pytest.approx(48.1) and cmp["delta"].iloc[1] == pytest.approx(0.0)
     assert math.isnan(cmp["paper"].iloc[2]) and math.isnan(cmp["paper"].iloc[3])
 
 
@@ -123,9 +117,7 @@ def test_sweep_table_and_summary_on_the_papers_own_numbers():
             ("openearthmap", {0.1: 40.1, 0.2: 40.1, 0.3: 39.8, 0.4: 39.3, 0.5: 38.8}),
             ("potsdam", {0.1: 47.5, 0.2: 47.6, 0.3: 47.9, 0.4: 47.8, 0.5: 47.7}),
         ):
-            rows.append(
-                ("alignclip-d", "alpha", value, ds, paper[value] + 1.0, 0, 100, "pipeline-check")
-            )
+            rows.append(("alignclip-d", "alpha", value, ds, paper[value] + 1.0, 0, 100, "pipeline-check"))
     cmp = sweep_comparison(_sweep_frame(rows))
     table = sweep_table(cmp, "delta")
     assert list(table.columns) == ["OpenEarthMap", "Potsdam", "Avg"]
@@ -158,9 +150,7 @@ def test_plot_sweep_says_pipeline_check():
 
 # ------------------------------------------------------------------------------- end to end (smoke)
 def test_run_sweep_shares_the_default_run_across_sweeps(tmp_path):
-    ctx = start_study(
-        datasets=["vdd"], output_dir=tmp_path, smoke_images=1, smoke_size=64, n_boot=50
-    )
+    ctx = start_study(datasets=["vdd"], output_dir=tmp_path, smoke_images=1, smoke_size=64, n_boot=50)
     threads = torch.get_num_threads()
     k = run_sweep(ctx, ["alignclip-d"], "n_clusters", [3, 2], progress=False)
     assert torch.get_num_threads() == threads
@@ -169,27 +159,17 @@ def test_run_sweep_shares_the_default_run_across_sweeps(tmp_path):
     default = tmp_path / "runs" / "alignclip-d" / "vdd.json"
     stamp = default.stat().st_mtime_ns
     b = run_sweep(ctx, ["alignclip-d"], "beta", [0.3], progress=False)  # Table 6: β = 0.3 on VDD
-    assert (
-        list(b["label"]) == ["alignclip-d"] and default.stat().st_mtime_ns == stamp
-    )  # reused, not rerun
+    assert list(b["label"]) == ["alignclip-d"] and default.stat().st_mtime_ns == stamp  # reused, not rerun
     assert b["miou"].iloc[0] == k["miou"].iloc[0]
     assert set(sweep_comparison(k, b)["kind"]) == {"pipeline-check"}
 
 
 def test_describe_runs_and_settings_table(ctx):
     runs = grid_runs(["segearth-ov", "segearth-ov+sga", "alignclip-d"], ctx.datasets)
-    desc = describe_runs(
-        ctx, runs, columns=("sga", "cce", "templates", "alpha", "beta", "n_clusters")
-    )
+    desc = describe_runs(ctx, runs, columns=("sga", "cce", "templates", "alpha", "beta", "n_clusters"))
     assert desc.loc["segearth-ov", "alpha"] == "–" and desc.loc["segearth-ov", "beta"] == "–"
-    assert (
-        desc.loc["segearth-ov+sga", "alpha"] == "per dataset"
-        and desc.loc["segearth-ov+sga", "beta"] == "–"
-    )
-    assert (
-        desc.loc["alignclip-d", "templates"] == "remote-sensing"
-        and desc.loc["alignclip-d", "n_clusters"] == 3
-    )
+    assert desc.loc["segearth-ov+sga", "alpha"] == "per dataset" and desc.loc["segearth-ov+sga", "beta"] == "–"
+    assert desc.loc["alignclip-d", "templates"] == "remote-sensing" and desc.loc["alignclip-d", "n_clusters"] == 3
     alpha = settings_table(ctx, runs, "alpha")
     assert list(alpha.columns) == ["Potsdam", "OpenEarthMap"]
     assert alpha.loc["alignclip-d"].tolist() == [0.3, 0.1]  # Table 6

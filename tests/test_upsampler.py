@@ -13,7 +13,6 @@ from alignclip.models.upsampler import (
     JBULearnedRange,
     JBUOne,
     JBUStack,
-    adaptive_conv,
     build_upsampler,
     load_upsampler_checkpoint,
 )
@@ -21,6 +20,7 @@ from alignclip.ops.jbu import (
     FactoredFeatures,
     _bicubic_matrix,
     _tap_view,
+    adaptive_conv,
     adaptive_conv_reference,
     bicubic_resize,
     cosine_logits,
@@ -45,17 +45,13 @@ JBU_ONE_SHAPES = {
 }
 
 
-def _direct_step(
-    step: JBULearnedRange, source: torch.Tensor, guidance: torch.Tensor
-) -> torch.Tensor:
+def _direct_step(step: JBULearnedRange, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
     """Straight transcription of the JBU step (unfold + einsum, as in the original code)."""
     r = step.radius
     d = 2 * r + 1
     b, _, h, w = guidance.shape
     keys = step.range_proj(guidance)
-    neighbours = F.unfold(F.pad(keys, [r] * 4, mode="reflect"), d).view(
-        b, keys.shape[1], d * d, h, w
-    )
+    neighbours = F.unfold(F.pad(keys, [r] * 4, mode="reflect"), d).view(b, keys.shape[1], d * d, h, w)
     logits = torch.einsum("bkthw,bkhw->bthw", neighbours, keys)
     range_kernel = torch.softmax(logits * step.range_temp.exp().clamp(1e-4, 1e4), dim=1)
     grid = torch.linspace(-1, 1, d)
@@ -72,9 +68,7 @@ def _direct_step(
 def _direct_chain(model, source: torch.Tensor, guidance: torch.Tensor) -> torch.Tensor:
     x = source
     for step in model.steps():
-        x = _direct_step(
-            step, x, F.adaptive_avg_pool2d(guidance, (2 * x.shape[-2], 2 * x.shape[-1]))
-        )
+        x = _direct_step(step, x, F.adaptive_avg_pool2d(guidance, (2 * x.shape[-2], 2 * x.shape[-1])))
     return x + 0.1 * model.fixup_proj(x)
 
 
@@ -83,9 +77,7 @@ def _randomise(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for p in model.parameters():
-            p.copy_(
-                torch.randn(p.shape, generator=gen) * (0.5 if p.dim() else 0.3) + (p.dim() == 0)
-            )
+            p.copy_(torch.randn(p.shape, generator=gen) * (0.5 if p.dim() else 0.3) + (p.dim() == 0))
     return model.eval()
 
 
@@ -132,8 +124,9 @@ def test_neighbour_dot_products_hand_values():
     torch.testing.assert_close(got[0, 1, :, 5], x * right)
 
 
-@pytest.mark.parametrize(("hw", "size", "pad"), [((14, 14), (28, 28), 5), ((3, 5), (6, 10), 3),
-                                                 ((7, 9), (20, 13), 0), ((10, 10), (5, 5), 2)])
+@pytest.mark.parametrize(
+    ("hw", "size", "pad"), [((14, 14), (28, 28), 5), ((3, 5), (6, 10), 3), ((7, 9), (20, 13), 0), ((10, 10), (5, 5), 2)]
+)
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_bicubic_resize_matches_interpolate_and_reflect_pad(hw, size, pad, channels_last):
     x = torch.randn(2, 6, *hw, dtype=torch.float64)
@@ -149,8 +142,12 @@ def test_bicubic_resize_matches_interpolate_and_reflect_pad(hw, size, pad, chann
 def test_bicubic_matrix_by_hand():
     # x2 upsampling: output 1 samples input 0.25 -> Keys' weights at t = 0.25 (A = -0.75), taps -1, 0, 1, 2
     a, t = -0.75, 0.25
-    w = [((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a, ((a + 2) * t - (a + 3)) * t * t + 1,
-         ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1, ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a]
+    w = [
+        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+        ((a + 2) * t - (a + 3)) * t * t + 1,
+        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) ** 2 + 1,
+        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+    ]
     m = _bicubic_matrix(4, 8, torch.device("cpu"), torch.float64)
     torch.testing.assert_close(m[1], torch.tensor([w[0] + w[1], w[2], w[3], 0.0], dtype=torch.float64))  # clamped
     torch.testing.assert_close(m.sum(1), torch.ones(8, dtype=torch.float64))  # constants stay constant
@@ -193,8 +190,7 @@ def test_factored_cosine_logits_match_dense(with_bias):
     bias = torch.randn(20) if with_bias else None
     feats = FactoredFeatures(operator, coeffs, bias, (5, 10))
     text = F.normalize(torch.randn(3, 4, 20), dim=-1)
-    torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(feats.dense(), text),
-                               atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(feats.dense(), text), atol=1e-5, rtol=1e-5)
     zero = FactoredFeatures(torch.zeros(1, 4, 2), torch.randn(1, 2, 3), None, (2, 2))
     assert torch.equal(cosine_logits(zero, torch.ones(1, 1, 3)), torch.zeros(1, 1, 2, 2))
 
@@ -210,8 +206,7 @@ def test_factored_output_matches_dense_output(cls):
         feats = model(source, guidance, factored=True)
         assert isinstance(feats, FactoredFeatures) and feats.shape == dense.shape
         torch.testing.assert_close(feats.dense(), dense, atol=1e-5, rtol=1e-5)
-        torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(dense, text),
-                                   atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(cosine_logits(feats, text), cosine_logits(dense, text), atol=1e-5, rtol=1e-5)
         # no operator path (h*w >= C) or no fold: the dense tensor comes back
         assert isinstance(model(source, guidance, operator_matmul=False, factored=True), torch.Tensor)
         assert isinstance(model(source, guidance, fold_final_proj=False, factored=True), torch.Tensor)

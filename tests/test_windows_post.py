@@ -69,9 +69,20 @@ def test_axis_counts_hand_checked():
     assert axis_counts(5, 8, 4).tolist() == [1] * 5  # smaller than the crop: one window
 
 
-@pytest.mark.parametrize("h,w,crop,stride", [(448, 448, 224, 112), (300, 500, 224, 112), (100, 448, 224, 112),
-                                             (50, 60, 224, 112), (333, 257, 64, 48), (97, 131, 32, 32),
-                                             (250, 251, 100, 7), (225, 449, 224, 112), (31, 200, 16, 15)])
+@pytest.mark.parametrize(
+    "h,w,crop,stride",
+    [
+        (448, 448, 224, 112),
+        (300, 500, 224, 112),
+        (100, 448, 224, 112),
+        (50, 60, 224, 112),
+        (333, 257, 64, 48),
+        (97, 131, 32, 32),
+        (250, 251, 100, 7),
+        (225, 449, 224, 112),
+        (31, 200, 16, 15),
+    ],
+)
 def test_count_outer_product_equals_dense_counts(h, w, crop, stride):
     dense = window_counts(h, w, window_boxes(h, w, crop, stride))
     product = axis_counts(h, crop, stride)[:, None] * axis_counts(w, crop, stride)[None, :]
@@ -80,20 +91,27 @@ def test_count_outer_product_equals_dense_counts(h, w, crop, stride):
 
 def _fake_window_fn(crops: torch.Tensor) -> torch.Tensor:
     """[n, 3, h, w] → [n, 4, h, w]: non-linear in the pixels so overlaps do not average to the input."""
-    return torch.cat([crops[:, :1].sin(), crops[:, 1:2].cos(), crops[:, 2:] * 0.37, (crops[:, :1] * 3.1).tanh()],
-                     dim=1)
+    return torch.cat([crops[:, :1].sin(), crops[:, 1:2].cos(), crops[:, 2:] * 0.37, (crops[:, :1] * 3.1).tanh()], dim=1)
 
 
-@pytest.mark.parametrize("h,w,crop,stride,batch", [(300, 500, 224, 112, 1), (300, 500, 224, 112, 4),
-                                                   (333, 257, 64, 48, 3), (333, 257, 64, 48, 100),
-                                                   (50, 60, 224, 112, 2), (97, 131, 32, 32, 5),
-                                                   (250, 251, 100, 7, 32)])
+@pytest.mark.parametrize(
+    "h,w,crop,stride,batch",
+    [
+        (300, 500, 224, 112, 1),
+        (300, 500, 224, 112, 4),
+        (333, 257, 64, 48, 3),
+        (333, 257, 64, 48, 100),
+        (50, 60, 224, 112, 2),
+        (97, 131, 32, 32, 5),
+        (250, 251, 100, 7, 32),
+    ],
+)
 def test_stream_windows_is_bit_identical_to_dense(h, w, crop, stride, batch):
     img = torch.randn(3, h, w, generator=torch.Generator().manual_seed(h + w))
     boxes = window_boxes(h, w, crop, stride)
     dense = torch.zeros(4, h, w)
     for i in range(0, len(boxes), batch):
-        accumulate_windows(dense, _fake_window_fn(extract_windows(img, boxes[i:i + batch])), boxes[i:i + batch])
+        accumulate_windows(dense, _fake_window_fn(extract_windows(img, boxes[i : i + batch])), boxes[i : i + batch])
     dense = dense / window_counts(h, w, boxes)
     asked = []
 
@@ -116,7 +134,8 @@ def test_stream_windows_band_rows_stay_bounded():
     """A tall image: no band and no buffer grows with the height (one window row per batch here)."""
     h, w, crop, stride = 2000, 100, 64, 32
     img = torch.zeros(3, h, w)
-    heights = [b.shape[1] for _, b in stream_windows(h, w, crop, stride, 4, lambda *r: img[:, r[0]:r[1],
-                                                                                          r[2]:r[3]],
-                                                    _fake_window_fn)]
+    heights = [
+        b.shape[1]
+        for _, b in stream_windows(h, w, crop, stride, 4, lambda *r: img[:, r[0] : r[1], r[2] : r[3]], _fake_window_fn)
+    ]
     assert sum(heights) == h and max(heights) <= crop

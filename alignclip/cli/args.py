@@ -12,8 +12,10 @@ from alignclip.kinds import PIPELINE_CHECK_LABEL
 
 __all__ = ["PIPELINE_CHECK_NOTE", "add_model_args", "config_from_args", "parse_set", "read_class_args"]
 
-PIPELINE_CHECK_NOTE = (f"{PIPELINE_CHECK_LABEL} in use ({{what}}); these outputs test the code path and are not a "
-                       "reproduction of any result")
+PIPELINE_CHECK_NOTE = (
+    f"{PIPELINE_CHECK_LABEL} in use ({{what}}); these outputs test the code path and are not a "
+    "reproduction of any result"
+)
 
 
 def _parse_value(text: str) -> Any:
@@ -42,8 +44,11 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
 def add_model_args(p: argparse.ArgumentParser) -> None:
     """The model flags shared by segment, evaluate and bench."""
     g = p.add_argument_group("model")
-    g.add_argument("--preset", default="alignclip-d", help="method preset, e.g. segearth-ov, alignclip-d, "
-                   "segearth-ov+sga (default: alignclip-d)")
+    g.add_argument(
+        "--preset",
+        default="alignclip-d",
+        help="method preset, e.g. segearth-ov, alignclip-d, segearth-ov+sga (default: alignclip-d)",
+    )
     g.add_argument("--smoke", action="store_true", help="tiny random models (pipeline check, no downloads)")
     g.add_argument("--backbone", help="open_clip model name or model-config JSON (default ViT-B-16)")
     g.add_argument("--pretrained", help="open_clip tag (openai), a local state-dict path, or none")
@@ -51,12 +56,20 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--upsampler-ckpt", help="upsampler checkpoint path, or none for random weights")
     g.add_argument("--vfm", help="VFM for CCE: dino_vitb16, dino_vitb8, sam_vitb, tiny")
     g.add_argument("--vfm-pretrained", help="default (timm tag via the HF cache), a local file, or none")
-    g.add_argument("--vfm-resolution", choices=["window", "native"], help="VFM input per window: the window's "
-                   "own size (default) or the VFM's training size where it has one (SAM 1024²)")
+    g.add_argument(
+        "--vfm-resolution",
+        choices=["window", "native"],
+        help="VFM input per window: the window's "
+        "own size (default) or the VFM's training size where it has one (SAM 1024²)",
+    )
     g.add_argument("--templates", help="openai, remote-sensing, or a file with one template per line")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
-    g.add_argument("--set", action="append", metavar="KEY=VALUE", help="override any config field (repeatable), "
-                   "e.g. --set alpha=0.3 --set prob_thd=0.1")
+    g.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override any config field (repeatable), e.g. --set alpha=0.3 --set prob_thd=0.1",
+    )
 
 
 def config_from_args(args: argparse.Namespace, dataset: str | None = None):
@@ -66,8 +79,17 @@ def config_from_args(args: argparse.Namespace, dataset: str | None = None):
     )
 
     over = {}
-    for flag in ("backbone", "pretrained", "upsampler", "upsampler_ckpt", "vfm", "vfm_pretrained", "vfm_resolution",
-                 "templates", "device"):
+    for flag in (
+        "backbone",
+        "pretrained",
+        "upsampler",
+        "upsampler_ckpt",
+        "vfm",
+        "vfm_pretrained",
+        "vfm_resolution",
+        "templates",
+        "device",
+    ):
         value = getattr(args, flag, None)
         if value is not None:
             over[flag] = value

@@ -44,9 +44,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise InputError(f"{args.json} exists; pass --force to overwrite it or choose another --json path")
     configs = bench_configs_from_args(args)
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
-    result = run_bench(list(configs), configs=configs, size=args.size, images=args.images, warmup=args.warmup,
-                       classes=args.classes, reference_flops=not args.no_reference_flops,
-                       breakdown=not args.no_breakdown, log=log)
+    result = run_bench(
+        list(configs),
+        configs=configs,
+        size=args.size,
+        images=args.images,
+        warmup=args.warmup,
+        classes=args.classes,
+        reference_flops=not args.no_reference_flops,
+        breakdown=not args.no_breakdown,
+        log=log,
+    )
     if args.growth:
         first = next(iter(configs))
         table = growth(first, args.growth, config=configs[first], classes=args.classes, log=log)
@@ -54,8 +62,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     targets = check_targets(result)
     result["targets"] = targets.to_dict(orient="records")
     write_json(args.json, result, overwrite=args.force)
-    frame = bench_frame(result)[["preset", "ms_per_image", "peak_mem_mb", "gflop_per_image", "achieved_gflops",
-                                 "efficiency", "reference_efficiency", "ms_ratio", "mem_ratio"]]
+    frame = bench_frame(result)[
+        [
+            "preset",
+            "ms_per_image",
+            "peak_mem_mb",
+            "gflop_per_image",
+            "achieved_gflops",
+            "efficiency",
+            "reference_efficiency",
+            "ms_ratio",
+            "mem_ratio",
+        ]
+    ]
     print(frame.round(2).to_string(index=False))
     print(f"dense fp32 matmul: {result['matmul_gflops']['mean']:.1f} GFLOP/s on {result['environment']['device_name']}")
     if any(r["random_weights"] for r in result["presets"]):
@@ -71,18 +90,37 @@ def register_bench(sub) -> None:
     from alignclip.evaluation.bench import DEFAULT_CLASSES, DEFAULT_PRESETS
 
     p = sub.add_parser("bench", help="time and peak memory of presets side by side (paper Table 11)")
-    p.add_argument("--presets", nargs="+", default=list(DEFAULT_PRESETS), metavar="P",
-                   help="preset specs PRESET[+sga|+cce][:key=value,...]; ratios are to the first "
-                        f"(default: {' '.join(DEFAULT_PRESETS)})")
+    p.add_argument(
+        "--presets",
+        nargs="+",
+        default=list(DEFAULT_PRESETS),
+        metavar="P",
+        help="preset specs PRESET[+sga|+cce][:key=value,...]; ratios are to the first "
+        f"(default: {' '.join(DEFAULT_PRESETS)})",
+    )
     p.add_argument("--size", type=int, default=448, help="side of the square test images (default 448)")
     p.add_argument("--images", type=int, default=3, help="timed images per preset, median reported (default 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per preset first (default 1)")
-    p.add_argument("--classes", nargs="+", default=list(DEFAULT_CLASSES), metavar="NAME",
-                   help="class names (their number sets the text side of the cost)")
-    p.add_argument("--random-weights", action="store_true", help="real-size models with random weights "
-                   "(same cost, no weight files): sets --pretrained/--upsampler-ckpt/--vfm-pretrained none")
-    p.add_argument("--growth", nargs="+", type=int, metavar="SIDE", help="also time the first preset on square "
-                   "images of these sides without resize (e.g. 448 896 1792 3584)")
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        default=list(DEFAULT_CLASSES),
+        metavar="NAME",
+        help="class names (their number sets the text side of the cost)",
+    )
+    p.add_argument(
+        "--random-weights",
+        action="store_true",
+        help="real-size models with random weights "
+        "(same cost, no weight files): sets --pretrained/--upsampler-ckpt/--vfm-pretrained none",
+    )
+    p.add_argument(
+        "--growth",
+        nargs="+",
+        type=int,
+        metavar="SIDE",
+        help="also time the first preset on square images of these sides without resize (e.g. 448 896 1792 3584)",
+    )
     p.add_argument("--no-reference-flops", action="store_true", help="skip counting the upsampler's reference order")
     p.add_argument("--no-breakdown", action="store_true", help="skip the per-module time breakdown run")
     p.add_argument("--quiet", action="store_true", help="no progress lines on stderr")

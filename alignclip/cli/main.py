@@ -23,6 +23,8 @@ from alignclip.cli.bench import register_bench
 from alignclip.errors import AlignCLIPError
 from alignclip.kinds import PIPELINE_CHECK_LABEL, REPRODUCTION, is_reproduction
 
+__all__ = ["build_parser", "cmd_data", "cmd_evaluate", "cmd_notebook", "cmd_segment", "cmd_stats", "main"]
+
 
 def cmd_segment(args: argparse.Namespace) -> int:
     from alignclip.io.images import read_image, write_mask
@@ -58,8 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     cls = p.add_mutually_exclusive_group(required=True)
     cls.add_argument("--classes", nargs="+", metavar="NAME", help="one class per argument; synonyms with commas")
     cls.add_argument("--classes-file", help="text file, one class per line; synonyms with commas")
-    p.add_argument("--bands", nargs=3, type=int, metavar=("R", "G", "B"), help="1-based RGB bands of a "
-                   "multi-band image")
+    p.add_argument(
+        "--bands", nargs=3, type=int, metavar=("R", "G", "B"), help="1-based RGB bands of a multi-band image"
+    )
     p.add_argument("--out", help="mask PNG (single-channel class indices) or .tif (GeoTIFF keeps georeferencing)")
     p.add_argument("--overlay", help="colour overlay PNG with a legend")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
@@ -75,13 +78,24 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from alignclip.evaluation.evaluate import evaluate
 
     config = config_from_args(args, dataset=args.dataset)
-    result = evaluate(config, args.dataset, args.data_root, args.out, split=args.split, limit=args.limit,
-                      save_predictions=args.save_predictions, force=args.force, progress=not args.no_progress)
+    result = evaluate(
+        config,
+        args.dataset,
+        args.data_root,
+        args.out,
+        split=args.split,
+        limit=args.limit,
+        save_predictions=args.save_predictions,
+        force=args.force,
+        progress=not args.no_progress,
+    )
     if result is None:  # non-zero ranks of a torchrun job
         return 0
     label = REPRODUCTION if result["kind"] == REPRODUCTION else f"{PIPELINE_CHECK_LABEL}, not a reproduction"
-    print(f"{args.dataset}: mIoU {result['miou']:.2f}  aAcc {result['aacc']:.2f}  mAcc {result['macc']:.2f}  "
-          f"({result['num_images']} images) [{label}] -> {args.out}")
+    print(
+        f"{args.dataset}: mIoU {result['miou']:.2f}  aAcc {result['aacc']:.2f}  mAcc {result['macc']:.2f}  "
+        f"({result['num_images']} images) [{label}] -> {args.out}"
+    )
     return 0
 
 
@@ -91,8 +105,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     if args.data_command == "list":
         for name in list_datasets():
             m = load_manifest(name)
-            print(f"{name:18s} {m.display_name:22s} split={m.split:10s} classes={m.num_classes:3d} "
-                  f"images={m.num_eval_images if m.num_eval_images is not None else '?'}")
+            print(
+                f"{name:18s} {m.display_name:22s} split={m.split:10s} classes={m.num_classes:3d} "
+                f"images={m.num_eval_images if m.num_eval_images is not None else '?'}"
+            )
         return 0
     if args.data_command == "prepare":
         print(prepare_dataset(args.name, Path(args.raw) if args.raw else None, Path(args.out), force=args.force))
@@ -121,8 +137,10 @@ def cmd_stats(args: argparse.Namespace) -> int:
         result, _, cms = per_image(args.result)
         ci = bootstrap_miou(cms, n_boot=args.n_boot, seed=args.seed)
         tag = "" if is_reproduction(result["kind"]) else f" [{PIPELINE_CHECK_LABEL}]"
-        print(f"mIoU {ci['miou']:.2f} (bootstrap mean {ci['mean']:.2f}), 95% CI [{ci['ci_low']:.2f}, "
-              f"{ci['ci_high']:.2f}], {ci['n_images']} images, {ci['n_boot']} resamples, seed {ci['seed']}{tag}")
+        print(
+            f"mIoU {ci['miou']:.2f} (bootstrap mean {ci['mean']:.2f}), 95% CI [{ci['ci_low']:.2f}, "
+            f"{ci['ci_high']:.2f}], {ci['n_images']} images, {ci['n_boot']} resamples, seed {ci['seed']}{tag}"
+        )
         if args.json:
             print(json.dumps(ci))
         return 0
@@ -130,9 +148,11 @@ def cmd_stats(args: argparse.Namespace) -> int:
     res_b, ids_b, cms_b = per_image(args.b)
     cmp = paired_bootstrap(cms_a, cms_b, ids_a, ids_b, n_boot=args.n_boot, seed=args.seed)
     tag = "" if is_reproduction([res_a["kind"], res_b["kind"]]) else f" [{PIPELINE_CHECK_LABEL}]"
-    print(f"mIoU B - A = {cmp['delta']:+.2f}, 95% CI [{cmp['ci_low']:+.2f}, {cmp['ci_high']:+.2f}], "
-          f"B better in {100 * cmp['p_b_better']:.1f}% of {cmp['n_boot']} paired resamples, "
-          f"{cmp['n_images']} images{tag}")
+    print(
+        f"mIoU B - A = {cmp['delta']:+.2f}, 95% CI [{cmp['ci_low']:+.2f}, {cmp['ci_high']:+.2f}], "
+        f"B better in {100 * cmp['p_b_better']:.1f}% of {cmp['n_boot']} paired resamples, "
+        f"{cmp['n_images']} images{tag}"
+    )
     if args.json:
         print(json.dumps(cmp))
     return 0
@@ -216,8 +236,14 @@ def _register_notebook(sub) -> None:
     pr.add_argument("name", help="e.g. 03_main_table or 03")
     pa = nsub.add_parser("run-all", help="execute every notebook into --out (the book's main job)")
     for q in (pr, pa):
-        q.add_argument("-p", "--param", nargs=2, action="append", metavar=("KEY", "VALUE"),
-                       help="notebook parameter (repeatable), e.g. -p profile full -p datasets \"['potsdam']\"")
+        q.add_argument(
+            "-p",
+            "--param",
+            nargs=2,
+            action="append",
+            metavar=("KEY", "VALUE"),
+            help="notebook parameter (repeatable), e.g. -p profile full -p datasets \"['potsdam']\"",
+        )
         q.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
         q.set_defaults(func=cmd_notebook)
 

@@ -15,6 +15,17 @@ from typing import Any
 
 from alignclip.errors import ConfigError, InputError
 
+__all__ = [
+    "NOTEBOOK_DIR",
+    "REPO_ROOT",
+    "check_parameters",
+    "list_notebooks",
+    "notebook_parameters",
+    "notebook_path",
+    "run_all",
+    "run_notebook",
+]
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 
@@ -58,8 +69,10 @@ def _coerce(name: str, text: Any, annotation: str | None, default: Any) -> Any:
         value = text
     ann = annotation or type(default).__name__
     ok = {
-        "str": isinstance(value, str), "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool), "bool": isinstance(value, bool),
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
         "list": isinstance(value, list),
     }
     base = ann.replace(" ", "").split("|")
@@ -80,13 +93,18 @@ def check_parameters(path: Path, params: dict[str, Any]) -> dict[str, Any]:
     declared = notebook_parameters(path)
     unknown = sorted(set(params) - set(declared))
     if unknown:
-        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {path.stem}; valid: "
-                          f"{', '.join(declared)}")
+        raise ConfigError(f"unknown parameter(s) {', '.join(unknown)} for {path.stem}; valid: {', '.join(declared)}")
     return {k: _coerce(k, v, *declared[k]) for k, v in params.items()}
 
 
-def run_notebook(name: str, params: dict[str, Any] | None = None, out_dir: str | Path = "runs/notebooks",
-                 cwd: str | Path | None = None, kernel: str = "python3", progress: bool = False) -> Path:
+def run_notebook(
+    name: str,
+    params: dict[str, Any] | None = None,
+    out_dir: str | Path = "runs/notebooks",
+    cwd: str | Path | None = None,
+    kernel: str = "python3",
+    progress: bool = False,
+) -> Path:
     """Execute a copy of a study notebook with new parameters into ``out_dir`` (the original is never changed)."""
     import papermill as pm
 
@@ -96,13 +114,24 @@ def run_notebook(name: str, params: dict[str, Any] | None = None, out_dir: str |
     if out.resolve() == src.resolve():
         raise InputError(f"--out {out_dir} would overwrite the committed notebook; choose another folder")
     out.parent.mkdir(parents=True, exist_ok=True)
-    pm.execute_notebook(str(src), str(out), parameters=checked, cwd=str(cwd or REPO_ROOT), kernel_name=kernel,
-                        progress_bar=progress, log_output=False)
+    pm.execute_notebook(
+        str(src),
+        str(out),
+        parameters=checked,
+        cwd=str(cwd or REPO_ROOT),
+        kernel_name=kernel,
+        progress_bar=progress,
+        log_output=False,
+    )
     return out
 
 
-def run_all(out_dir: str | Path, names: Sequence[str] | None = None, params: dict[str, Any] | None = None,
-            cwd: str | Path | None = None) -> list[Path]:
+def run_all(
+    out_dir: str | Path,
+    names: Sequence[str] | None = None,
+    params: dict[str, Any] | None = None,
+    cwd: str | Path | None = None,
+) -> list[Path]:
     """Execute every notebook (the book's main job); parameters apply to the notebooks that declare them."""
     done = []
     for name in names or list_notebooks():

@@ -43,12 +43,10 @@ FAKE_REGION_CLASSES: dict[str, tuple[str | None, ...]] = {
     "openearthmap": ("bareland", "building", "road", "water", "tree", "grass"),
     "loveda": ("background", "building", "road", "water", "forest", "agricultural"),
     # iSAID has no land-cover classes: buildings -> large vehicle, grass -> soccer ball field.
-    "isaid": ("background", "large vehicle", "bridge", "swimming pool", "background",
-              "soccer ball field"),
+    "isaid": ("background", "large vehicle", "bridge", "swimming pool", "background", "soccer ball field"),
     # ISPRS labels water as clutter.
     "potsdam": ("clutter", "building", "road", "clutter", "tree", "low vegetation"),
-    "vaihingen": ("clutter", "building", "impervious surface", "clutter", "tree",
-                  "low vegetation"),
+    "vaihingen": ("clutter", "building", "impervious surface", "clutter", "tree", "low vegetation"),
     "uavid": ("background", "building", "road", "background", "tree", "vegetation"),
     "udd5": ("background", "building", "road", "background", "vegetation", "vegetation"),
     "vdd": ("background", "roof", "road", "water", "vegetation", "vegetation"),
@@ -63,9 +61,15 @@ FAKE_REGION_CLASSES: dict[str, tuple[str | None, ...]] = {
 #: Raw value written for ignored pixels (the synthetic scenes' 255 border). Datasets absent here
 #: have no ignore value in their raw encoding: their ignored pixels get the class ``bg_idx``.
 _RAW_IGNORE = {
-    "loveda": 0, "potsdam": 0, "vaihingen": 0, "ade20k": 0, "pascal_context59": 0,  # 0 -> 255
+    "loveda": 0,
+    "potsdam": 0,
+    "vaihingen": 0,
+    "ade20k": 0,
+    "pascal_context59": 0,  # 0 -> 255
     "pascal_voc20": 255,  # void (boundary) index
-    "isaid": 255, "cityscapes": 255, "coco_stuff171": 255,
+    "isaid": 255,
+    "cityscapes": 255,
+    "coco_stuff171": 255,
 }
 _PALETTE_LABELS = {"pascal_voc20"}  # labels stored as palette ('P') PNGs, indices = ids
 _FAKE_ORIGIN = (0.0, 0.0)  # GeoTIFF top-left (lon, lat): "null island", obviously not real
@@ -84,9 +88,11 @@ def _region_lut(manifest: DatasetManifest) -> np.ndarray:
     """Look-up table [256] uint8: synthetic label value (regions 0-5, 255) -> RAW label value."""
     names = FAKE_REGION_CLASSES.get(manifest.name)
     if names is None:
-        raise ConfigError(f"no fake-data class mapping for dataset {manifest.name!r}; add it to "
-                          f"FAKE_REGION_CLASSES in {__file__} (known: "
-                          f"{', '.join(sorted(FAKE_REGION_CLASSES))})")
+        raise ConfigError(
+            f"no fake-data class mapping for dataset {manifest.name!r}; add it to "
+            f"FAKE_REGION_CLASSES in {__file__} (known: "
+            f"{', '.join(sorted(FAKE_REGION_CLASSES))})"
+        )
     shift = 1 if manifest.reduce_zero_label else 0
     ids = []
     for cls in names:
@@ -95,9 +101,11 @@ def _region_lut(manifest: DatasetManifest) -> np.ndarray:
         elif cls in manifest.class_names:
             ids.append(manifest.class_names.index(cls))
         else:
-            raise ConfigError(f"FAKE_REGION_CLASSES[{manifest.name!r}] names class {cls!r}, "
-                              f"which {manifest.path} does not list; use one of "
-                              f"{', '.join(manifest.class_names)}")
+            raise ConfigError(
+                f"FAKE_REGION_CLASSES[{manifest.name!r}] names class {cls!r}, "
+                f"which {manifest.path} does not list; use one of "
+                f"{', '.join(manifest.class_names)}"
+            )
     lut = np.zeros(256, np.uint8)  # raw 0 for None regions (unlabelled)
     for region, cid in enumerate(ids):
         if cid is not None:
@@ -130,9 +138,10 @@ def _geo() -> dict:
     from affine import Affine
     from rasterio.crs import CRS
 
-    return {"crs": CRS.from_epsg(4326),
-            "transform": Affine(_FAKE_PIXEL_DEG, 0.0, _FAKE_ORIGIN[0],
-                                0.0, -_FAKE_PIXEL_DEG, _FAKE_ORIGIN[1])}
+    return {
+        "crs": CRS.from_epsg(4326),
+        "transform": Affine(_FAKE_PIXEL_DEG, 0.0, _FAKE_ORIGIN[0], 0.0, -_FAKE_PIXEL_DEG, _FAKE_ORIGIN[1]),
+    }
 
 
 def _write_image(path: Path, image: np.ndarray) -> None:
@@ -147,14 +156,14 @@ def _write_image(path: Path, image: np.ndarray) -> None:
         import rasterio
 
         h, w = image.shape[:2]
-        with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8",
-                           photometric="RGB", **_geo()) as dst:
+        with rasterio.open(
+            path, "w", driver="GTiff", width=w, height=h, count=3, dtype="uint8", photometric="RGB", **_geo()
+        ) as dst:
             dst.write(np.moveaxis(image, -1, 0))
     elif suffix in (".tif", ".tiff"):  # optional 'geo' extra missing: plain TIFF, no georef
         Image.fromarray(image).save(path, format="TIFF")
     else:
-        raise ConfigError(f"fake images cannot be written as {suffix!r} ({path}); supported: "
-                          ".png, .jpg, .tif")
+        raise ConfigError(f"fake images cannot be written as {suffix!r} ({path}); supported: .png, .jpg, .tif")
 
 
 def _write_label(path: Path, raw: np.ndarray, palette: bool) -> None:
@@ -178,18 +187,20 @@ def _prepare_out(out: Path) -> None:
         try:
             old = json.loads(marker.read_text(encoding="utf-8")).get("files", [])
         except (json.JSONDecodeError, AttributeError) as err:
-            raise DatasetError(f"{marker} is not a valid fake-data marker ({err}); delete {out} "
-                               "and generate again") from err
+            raise DatasetError(
+                f"{marker} is not a valid fake-data marker ({err}); delete {out} and generate again"
+            ) from err
         for rel in old:
             (out / rel).unlink(missing_ok=True)
     elif out.is_dir() and any(out.iterdir()):
-        raise DatasetError(f"refusing to write fake data into {out}: it holds files and no "
-                           f"{FAKE_MARKER} (it may be a real dataset); choose an empty or new "
-                           "folder")
+        raise DatasetError(
+            f"refusing to write fake data into {out}: it holds files and no "
+            f"{FAKE_MARKER} (it may be a real dataset); choose an empty or new "
+            "folder"
+        )
 
 
-def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 128,
-                          seed: int = 0) -> Path:
+def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 128, seed: int = 0) -> Path:
     """Writes a small FAKE dataset in the converted layout and raw label encoding of ``name``.
 
     Images [size, size, 3] uint8 RGB are written in the manifest's split, folders, suffixes and
@@ -219,8 +230,10 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
     """
     manifest = load_manifest(name)
     if int(n_images) < 1 or int(size) < 64 or int(seed) < 0:
-        raise InputError(f"generate_fake_dataset needs n_images >= 1, size >= 64 and seed >= 0, "
-                         f"got n_images={n_images}, size={size}, seed={seed}")
+        raise InputError(
+            f"generate_fake_dataset needs n_images >= 1, size >= 64 and seed >= 0, "
+            f"got n_images={n_images}, size={size}, seed={seed}"
+        )
     n_images, size, seed, out = int(n_images), int(size), int(seed), Path(out)
     _prepare_out(out)
     lay, split = manifest.layout, manifest.split
@@ -237,11 +250,12 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
         for i, stem in enumerate(stems):
             image, label = synthetic_scene(scene_seed, i, size)
             _write_image(lay.image_folder(out, split) / (stem + lay.img_suffix), image)
-            _write_label(lay.label_folder(out, split) / (stem + lay.seg_suffix), lut[label],
-                         palette)
+            _write_label(lay.label_folder(out, split) / (stem + lay.seg_suffix), lut[label], palette)
     for stem in stems:
-        for folder, suffix in ((lay.image_folder(out, split), lay.img_suffix),
-                               (lay.label_folder(out, split), lay.seg_suffix)):
+        for folder, suffix in (
+            (lay.image_folder(out, split), lay.img_suffix),
+            (lay.label_folder(out, split), lay.seg_suffix),
+        ):
             files.append((folder / (stem + suffix)).relative_to(out).as_posix())
     split_path = lay.split_path(out, split)
     if split_path is not None:
@@ -251,7 +265,7 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
     marker = {
         "fake": True,
         "warning": "FAKE DATA generated by alignclip.data.generate_fake_dataset; not the real "
-                   f"{manifest.display_name}: scores on it mean nothing",
+        f"{manifest.display_name}: scores on it mean nothing",
         "name": manifest.name,
         "n_images": n_images,
         "size": size,

@@ -63,9 +63,7 @@ def _rgb_keys(rgb: np.ndarray) -> np.ndarray:
     return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]
 
 
-def rgb_to_index(
-    rgb: np.ndarray, palette: dict[tuple[int, int, int], int], default: int = 0
-) -> tuple[np.ndarray, int]:
+def rgb_to_index(rgb: np.ndarray, palette: dict[tuple[int, int, int], int], default: int = 0) -> tuple[np.ndarray, int]:
     """Maps an RGB colour label to class ids by exact colour match.
 
     Args:
@@ -78,8 +76,10 @@ def rgb_to_index(
     """
     rgb = np.asarray(rgb)
     if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise InputError(f"rgb_to_index expects a [H, W, 3] uint8 colour label, got shape "
-                         f"{rgb.shape} of {rgb.dtype}; read it with alignclip.io.images.read_image")
+        raise InputError(
+            f"rgb_to_index expects a [H, W, 3] uint8 colour label, got shape "
+            f"{rgb.shape} of {rgb.dtype}; read it with alignclip.io.images.read_image"
+        )
     colours = np.array(list(palette), dtype=np.int32).reshape(-1, 3)
     ids = np.array(list(palette.values()), dtype=np.int64)
     keys = _rgb_keys(colours)

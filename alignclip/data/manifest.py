@@ -35,9 +35,24 @@ __all__ = [
 MANIFEST_DIR = Path(__file__).resolve().parents[2] / "data_manifests"
 
 _REQUIRED = (
-    "name", "display_name", "citation", "source", "licence", "how_to_obtain", "raw_files",
-    "split", "num_eval_images", "classes", "label_encoding", "ignore_index",
-    "reduce_zero_label", "bg_idx", "prob_thd", "layout", "conversion", "notes",
+    "name",
+    "display_name",
+    "citation",
+    "source",
+    "licence",
+    "how_to_obtain",
+    "raw_files",
+    "split",
+    "num_eval_images",
+    "classes",
+    "label_encoding",
+    "ignore_index",
+    "reduce_zero_label",
+    "bg_idx",
+    "prob_thd",
+    "layout",
+    "conversion",
+    "notes",
 )
 _LAYOUT_KEYS = ("img_dir", "ann_dir", "img_suffix", "seg_suffix", "split_file", "recursive")
 
@@ -89,8 +104,10 @@ class Layout:
     def describe(self, split: str) -> str:
         """One-line description, e.g. ``img_dir/val/*.png + ann_dir/val/*.png``."""
         deep = "**/" if self.recursive else ""
-        text = (f"{self.img_dir.format(split=split)}/{deep}*{self.img_suffix} + "
-                f"{self.ann_dir.format(split=split)}/{deep}*{self.seg_suffix}")
+        text = (
+            f"{self.img_dir.format(split=split)}/{deep}*{self.img_suffix} + "
+            f"{self.ann_dir.format(split=split)}/{deep}*{self.seg_suffix}"
+        )
         if self.split_file:
             text += f" listed in {self.split_file.format(split=split)}"
         return text
@@ -163,17 +180,17 @@ def manifest_path(name: str) -> Path:
     key = str(name).strip().lower()
     path = MANIFEST_DIR / f"{key}.yaml"
     if not path.is_file():
-        raise ConfigError(
-            f"unknown dataset {name!r}: no {path}; valid names: {', '.join(list_datasets())}"
-        )
+        raise ConfigError(f"unknown dataset {name!r}: no {path}; valid names: {', '.join(list_datasets())}")
     return path
 
 
 def list_datasets() -> list[str]:
     """Names of all datasets with a manifest, sorted."""
     if not MANIFEST_DIR.is_dir():
-        raise ConfigError(f"manifest folder {MANIFEST_DIR} is missing; run from a full checkout "
-                          "of the repository (data_manifests/ sits beside alignclip/)")
+        raise ConfigError(
+            f"manifest folder {MANIFEST_DIR} is missing; run from a full checkout "
+            "of the repository (data_manifests/ sits beside alignclip/)"
+        )
     return sorted(p.stem for p in MANIFEST_DIR.glob("*.yaml"))
 
 
@@ -251,8 +268,7 @@ def _parse(data: Any, path: Path) -> DatasetManifest:
     if not isinstance(bg_idx, int) or not 0 <= bg_idx < len(classes):
         raise _fail(path, f"'bg_idx' must be a class id in [0, {len(classes)}), got {bg_idx!r}")
     prob_thd = data["prob_thd"]
-    if not isinstance(prob_thd, (int, float)) or isinstance(prob_thd, bool) or not (
-            0.0 <= prob_thd <= 1.0):
+    if not isinstance(prob_thd, (int, float)) or isinstance(prob_thd, bool) or not (0.0 <= prob_thd <= 1.0):
         raise _fail(path, f"'prob_thd' must be a number in [0, 1], got {prob_thd!r}")
     raw_files = []
     for entry in data["raw_files"] or []:
@@ -265,12 +281,23 @@ def _parse(data: Any, path: Path) -> DatasetManifest:
             raise _fail(path, f"raw file {entry['name']}: a null 'sha256' needs a 'note'")
         raw_files.append(RawFile(entry["name"], sha, str(entry.get("note", ""))))
     lay = data["layout"]
-    if not isinstance(lay, dict) or set(lay) - set(_LAYOUT_KEYS) or not all(
-            isinstance(lay.get(k), str) for k in _LAYOUT_KEYS[:4]):
-        raise _fail(path, f"'layout' needs string keys {list(_LAYOUT_KEYS[:4])} (optional "
-                          "split_file, recursive) and nothing else")
-    layout = Layout(lay["img_dir"], lay["ann_dir"], lay["img_suffix"], lay["seg_suffix"],
-                    lay.get("split_file"), bool(lay.get("recursive", False)))
+    if (
+        not isinstance(lay, dict)
+        or set(lay) - set(_LAYOUT_KEYS)
+        or not all(isinstance(lay.get(k), str) for k in _LAYOUT_KEYS[:4])
+    ):
+        raise _fail(
+            path,
+            f"'layout' needs string keys {list(_LAYOUT_KEYS[:4])} (optional split_file, recursive) and nothing else",
+        )
+    layout = Layout(
+        lay["img_dir"],
+        lay["ann_dir"],
+        lay["img_suffix"],
+        lay["seg_suffix"],
+        lay.get("split_file"),
+        bool(lay.get("recursive", False)),
+    )
     conv = data["conversion"]
     if not isinstance(conv, dict) or not isinstance(conv.get("recipe"), str):
         raise _fail(path, "'conversion' needs 'converter' (name or null) and 'recipe' (text)")

@@ -5,8 +5,7 @@
 Converters here: ``isprs`` (Potsdam, Vaihingen), ``isaid``, ``uavid`` (in
 :mod:`alignclip.data.convert_crops`), ``openearthmap``, ``loveda``, ``copy_released`` (UDD5, VDD)
 and ``synthetic``. Labels are always written single-channel mode 'L' (or, for OpenEarthMap, the
-original single-band GeoTIFF after checking it), never palette. ``verify_dataset`` (re-exported
-from :mod:`alignclip.data.verify`) checks the result.
+original single-band GeoTIFF after checking it), never palette. :func:`alignclip.data.verify.verify_dataset` checks the result.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import numpy as np
 
 from alignclip.data.convert_crops import convert_isaid, convert_isprs, convert_uavid
 from alignclip.data.labels import rgb_to_index
-from alignclip.data.manifest import DatasetManifest, load_manifest, manifest_sha256
+from alignclip.data.manifest import DatasetManifest, list_datasets, load_manifest, manifest_sha256
 from alignclip.data.raw import clear_folders, copy_file, gather_raw
 from alignclip.data.synthetic import generate_synthetic_dataset
 from alignclip.data.verify import verify_dataset
@@ -53,8 +52,7 @@ class PrepareResult:
     notes: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        lines = [f"{self.name}: wrote {self.num_images} image/label pairs ({self.split}) to "
-                 f"{self.root}"]
+        lines = [f"{self.name}: wrote {self.num_images} image/label pairs ({self.split}) to {self.root}"]
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
 
@@ -70,17 +68,22 @@ def _read_index_label(path: Path, max_id: int, palette: list | None = None) -> n
         colours = read_image(path)[0]
         label, unknown = rgb_to_index(colours, {tuple(c): i for i, c in enumerate(palette)}, 255)
         if unknown:
-            raise DatasetError(f"{path} has {unknown} pixels of colours outside the manifest's "
-                               "palette; check the release or extend conversion.params.palette")
+            raise DatasetError(
+                f"{path} has {unknown} pixels of colours outside the manifest's "
+                "palette; check the release or extend conversion.params.palette"
+            )
     top = int(label.max()) if label.size else 0
     if top > max_id and top != 255:
-        raise DatasetError(f"label {path} holds value {top}, above the largest id {max_id}; "
-                           "it is not an index label of this dataset (corrupted or wrong file)")
+        raise DatasetError(
+            f"label {path} holds value {top}, above the largest id {max_id}; "
+            "it is not an index label of this dataset (corrupted or wrong file)"
+        )
     return label
 
 
-def _convert_loveda(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path,
-                    tmp: Path, skip: Path | None = None) -> tuple[int, list[str]]:
+def _convert_loveda(
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+) -> tuple[int, list[str]]:
     """LoveDA: Val/{Rural,Urban}/{images_png,masks_png} merged into one split."""
     domains = "|".join(manifest.conversion.params.get("domains", ["Rural", "Urban"]))
     prefix = "^" if raw.name == "Val" else "(?:^|/)Val/"  # --raw may be the Val folder itself
@@ -94,16 +97,21 @@ def _convert_loveda(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir
             masks[fname] = path
             continue
         if fname in images and images[fname][0] != domain:
-            raise DatasetError(f"LoveDA file name {fname} appears in both {images[fname][0]} and "
-                               f"{domain}; the domains cannot be merged into one folder")
+            raise DatasetError(
+                f"LoveDA file name {fname} appears in both {images[fname][0]} and "
+                f"{domain}; the domains cannot be merged into one folder"
+            )
         images[fname] = (domain, path)
     if not images:
-        raise DatasetNotFoundError(f"no LoveDA validation images under {raw}; expected Val.zip "
-                                   "or Val/Rural/images_png and Val/Urban/images_png there")
+        raise DatasetNotFoundError(
+            f"no LoveDA validation images under {raw}; expected Val.zip "
+            "or Val/Rural/images_png and Val/Urban/images_png there"
+        )
     unlabelled = sorted(set(images) - set(masks))
     if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} LoveDA images have no mask in masks_png, e.g. "
-                           f"{unlabelled[0]}; download Val.zip again")
+        raise DatasetError(
+            f"{len(unlabelled)} LoveDA images have no mask in masks_png, e.g. {unlabelled[0]}; download Val.zip again"
+        )
     for fname, (_, path) in sorted(images.items()):
         copy_file(path, img_dir / fname)
         write_mask(ann_dir / fname, _read_index_label(masks[fname], manifest.num_classes))
@@ -111,15 +119,18 @@ def _convert_loveda(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir
     return len(images), [f"domains merged: {counts}"]
 
 
-def _convert_openearthmap(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path,
-                          tmp: Path, skip: Path | None = None) -> tuple[int, list[str]]:
+def _convert_openearthmap(
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+) -> tuple[int, list[str]]:
     """OpenEarthMap: copy the val tiles listed in val.txt, skipping xBD regions."""
     params = manifest.conversion.params
     list_name = params.get("split_list", "val.txt")
     lists = gather_raw(raw, lambda rel: rel.rsplit("/", 1)[-1] == list_name, tmp, skip)
     if not lists:
-        raise DatasetNotFoundError(f"no {list_name} under {raw}; unzip OpenEarthMap_wo_xBD there "
-                                   f"(it holds {list_name} and <region>/images, <region>/labels)")
+        raise DatasetNotFoundError(
+            f"no {list_name} under {raw}; unzip OpenEarthMap_wo_xBD there "
+            f"(it holds {list_name} and <region>/images, <region>/labels)"
+        )
     list_path = min(lists.values(), key=lambda p: len(p.parts))
     names = []
     for line in list_path.read_text().splitlines():
@@ -143,12 +154,15 @@ def _convert_openearthmap(manifest: DatasetManifest, raw: Path, img_dir: Path, a
     absent = sorted(wanted - set(images))
     kept = sorted(set(images) - set(skipped))
     if not kept:
-        raise DatasetNotFoundError(f"none of the {len(wanted)} tiles listed in {list_path} were "
-                                   f"found as {raw}/<region>/images/<name>.tif")
+        raise DatasetNotFoundError(
+            f"none of the {len(wanted)} tiles listed in {list_path} were found as {raw}/<region>/images/<name>.tif"
+        )
     unlabelled = [n for n in kept if n not in labels]
     if unlabelled:
-        raise DatasetError(f"{len(unlabelled)} OpenEarthMap tiles have no labels/<name>.tif, "
-                           f"e.g. {unlabelled[0]}; unzip the full release again")
+        raise DatasetError(
+            f"{len(unlabelled)} OpenEarthMap tiles have no labels/<name>.tif, "
+            f"e.g. {unlabelled[0]}; unzip the full release again"
+        )
     for fname in kept:
         label = _read_index_label(labels[fname], manifest.num_classes - 1)
         if label.ndim != 2:
@@ -159,25 +173,35 @@ def _convert_openearthmap(manifest: DatasetManifest, raw: Path, img_dir: Path, a
     if skipped:
         notes.append(f"{len(skipped)} xBD tiles skipped ({', '.join(skipped[:5])}...)")
     if absent:
-        notes.append(f"{len(absent)} names in {list_name} not present in the download (expected "
-                     f"for the xBD tiles of OpenEarthMap_wo_xBD), e.g. {absent[0]}")
+        notes.append(
+            f"{len(absent)} names in {list_name} not present in the download (expected "
+            f"for the xBD tiles of OpenEarthMap_wo_xBD), e.g. {absent[0]}"
+        )
     return len(kept), notes
 
 
-def _convert_copy_released(manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path,
-                           tmp: Path, skip: Path | None = None) -> tuple[int, list[str]]:
+def _convert_copy_released(
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+) -> tuple[int, list[str]]:
     """UDD5/VDD: copy <split>/src images and rewrite <split>/gt labels as mode 'L'."""
     split, lay = manifest.split, manifest.layout
     src_rel = lay.img_dir.format(split=split)
-    candidates = sorted(p for p in [raw, *raw.rglob("*")]
-                        if p.is_dir() and p.as_posix().endswith("/" + src_rel)
-                        and (skip is None or skip.resolve() not in p.resolve().parents))
+    candidates = sorted(
+        p
+        for p in [raw, *raw.rglob("*")]
+        if p.is_dir()
+        and p.as_posix().endswith("/" + src_rel)
+        and (skip is None or skip.resolve() not in p.resolve().parents)
+    )
     if not candidates:
-        raise DatasetNotFoundError(f"no folder ending in {src_rel} under {raw}; unzip the "
-                                   f"{manifest.display_name} release there")
+        raise DatasetNotFoundError(
+            f"no folder ending in {src_rel} under {raw}; unzip the {manifest.display_name} release there"
+        )
     if len(candidates) > 1:
-        raise DatasetError(f"several folders ending in {src_rel} under {raw}: "
-                           f"{[str(c) for c in candidates[:3]]}; pass the one to use as --raw")
+        raise DatasetError(
+            f"several folders ending in {src_rel} under {raw}: "
+            f"{[str(c) for c in candidates[:3]]}; pass the one to use as --raw"
+        )
     src_dir = candidates[0]
     gt_dir = src_dir.parents[len(Path(src_rel).parts) - 1] / lay.ann_dir.format(split=split)
     palette = manifest.conversion.params.get("palette")
@@ -209,8 +233,7 @@ CONVERTERS: dict[str, Converter] = {
 }
 
 
-def prepare_dataset(name: str, raw: Path | str | None, out: Path | str,
-                    force: bool = False) -> PrepareResult:
+def prepare_dataset(name: str, raw: Path | str | None, out: Path | str, force: bool = False) -> PrepareResult:
     """Converts a raw download into the layout :func:`alignclip.data.open_dataset` reads.
 
     Args:
@@ -230,29 +253,34 @@ def prepare_dataset(name: str, raw: Path | str | None, out: Path | str,
     manifest = load_manifest(name)
     converter = manifest.conversion.converter
     if converter is None:
-        raise ConfigError(f"{manifest.name} has no converter in alignclip; follow how_to_obtain "
-                          f"in {manifest.path} (conversion: {manifest.conversion.recipe}) "
-                          f"Datasets alignclip can prepare: {', '.join(_preparable())}")
+        raise ConfigError(
+            f"{manifest.name} has no converter in alignclip; follow how_to_obtain "
+            f"in {manifest.path} (conversion: {manifest.conversion.recipe}) "
+            f"Datasets alignclip can prepare: {', '.join(_preparable())}"
+        )
     if converter not in CONVERTERS:
-        raise ConfigError(f"{manifest.path}: converter {converter!r} is unknown; valid: "
-                          f"{', '.join(sorted(CONVERTERS))}")
+        raise ConfigError(
+            f"{manifest.path}: converter {converter!r} is unknown; valid: {', '.join(sorted(CONVERTERS))}"
+        )
     out = Path(out)
     split, lay = manifest.split, manifest.layout
     img_dir, ann_dir = lay.image_folder(out, split), lay.label_folder(out, split)
     if converter == "synthetic":
         clear_folders([img_dir, ann_dir], force, manifest.name)
         params = manifest.conversion.params
-        generate_synthetic_dataset(out, int(params["n_images"]), int(params["size"]),
-                                   int(params["seed"]), split)
+        generate_synthetic_dataset(out, int(params["n_images"]), int(params["size"]), int(params["seed"]), split)
         return _finish(manifest, out, int(params["n_images"]), [])
     if raw is None or not Path(raw).is_dir():
-        raise DatasetNotFoundError(f"raw folder {raw} for {manifest.name} does not exist; "
-                                   f"download the files listed under how_to_obtain in "
-                                   f"{manifest.path} and pass their folder as --raw")
+        raise DatasetNotFoundError(
+            f"raw folder {raw} for {manifest.name} does not exist; "
+            f"download the files listed under how_to_obtain in "
+            f"{manifest.path} and pass their folder as --raw"
+        )
     raw = Path(raw)
     if raw.resolve() == out.resolve():
-        raise DatasetError(f"--out {out} is the raw folder; write the converted dataset to "
-                           "another folder (e.g. data/<name>)")
+        raise DatasetError(
+            f"--out {out} is the raw folder; write the converted dataset to another folder (e.g. data/<name>)"
+        )
     clear_folders([img_dir, ann_dir], force, manifest.name)
     out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".alignclip-extract-", dir=out) as tmp:
@@ -261,16 +289,16 @@ def prepare_dataset(name: str, raw: Path | str | None, out: Path | str,
 
 
 def _preparable() -> list[str]:
-    from alignclip.data.manifest import list_datasets
-
     return [n for n in list_datasets() if load_manifest(n).conversion.converter is not None]
 
 
 def _finish(manifest: DatasetManifest, out: Path, count: int, notes: list[str]) -> PrepareResult:
     expected = manifest.num_eval_images
     if expected is not None and count != expected and manifest.name != "synthetic":
-        notes.append(f"wrote {count} images but the manifest expects {expected}: check that the "
-                     "raw download is complete and is the release named in the manifest")
+        notes.append(
+            f"wrote {count} images but the manifest expects {expected}: check that the "
+            "raw download is complete and is the release named in the manifest"
+        )
     record = {
         "dataset": manifest.name,
         "split": manifest.split,

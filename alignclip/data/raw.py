@@ -58,9 +58,7 @@ def _safe_member(name: str) -> bool:
     return bool(parts) and not name.startswith("/") and ".." not in parts
 
 
-def gather_raw(
-    raw: Path, want: Callable[[str], bool], tmp: Path, skip: Path | None = None
-) -> dict[str, Path]:
+def gather_raw(raw: Path, want: Callable[[str], bool], tmp: Path, skip: Path | None = None) -> dict[str, Path]:
     """Finds the raw files a converter needs, in folders and inside zip archives.
 
     Every file below ``raw`` (recursively) whose posix path relative to ``raw`` satisfies
@@ -111,6 +109,7 @@ def _from_zip(path: Path, want: Callable[[str], bool], tmp: Path) -> dict[str, P
                     shutil.copyfileobj(src, f)
                 out[rel] = dst
     except zipfile.BadZipFile as err:
-        raise DatasetError(f"{path} is not a readable zip archive ({err}); download it again "
-                           "or unzip it by hand next to it") from err
+        raise DatasetError(
+            f"{path} is not a readable zip archive ({err}); download it again or unzip it by hand next to it"
+        ) from err
     return out

@@ -21,8 +21,7 @@ from alignclip.data.manifest import DatasetManifest, load_manifest
 from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
 from alignclip.io.images import read_image, read_label
 
-__all__ = ["Dataset", "Sample", "SegmentationDataset", "not_found_error", "open_dataset",
-           "scan_pairs"]
+__all__ = ["Dataset", "Sample", "SegmentationDataset", "not_found_error", "open_dataset", "scan_pairs"]
 
 
 @dataclass(frozen=True)
@@ -45,14 +44,15 @@ class Sample:
     label_path: Path
 
 
-def not_found_error(manifest: DatasetManifest, root: Path, looked: Path,
-                    split: str) -> DatasetNotFoundError:
+def not_found_error(manifest: DatasetManifest, root: Path, looked: Path, split: str) -> DatasetNotFoundError:
     """Builds the one-line 'dataset missing' error: what, where, expected layout, the fix."""
     if manifest.conversion.converter is not None:
         fix = f"create it with `alignclip data prepare {manifest.name} --raw DIR --out {root}`"
     else:
-        fix = (f"download and convert it as listed under how_to_obtain in {manifest.path} "
-               f"(`alignclip data prepare {manifest.name}` has no converter for it)")
+        fix = (
+            f"download and convert it as listed under how_to_obtain in {manifest.path} "
+            f"(`alignclip data prepare {manifest.name}` has no converter for it)"
+        )
     return DatasetNotFoundError(
         f"{manifest.display_name} ({manifest.name}, split {split!r}) not found: {looked} does "
         f"not exist; expected layout under {root}: {manifest.layout.describe(split)} (from "
@@ -78,8 +78,7 @@ def _list_images(folder: Path, suffix: str, recursive: bool, skip_suffix: str) -
     return sorted(found)
 
 
-def scan_pairs(manifest: DatasetManifest, root: Path | str,
-               split: str | None = None) -> list[tuple[str, Path, Path]]:
+def scan_pairs(manifest: DatasetManifest, root: Path | str, split: str | None = None) -> list[tuple[str, Path, Path]]:
     """Lists ``(image_id, image_path, label_path)`` of a split, sorted by image path.
 
     Raises:
@@ -163,8 +162,10 @@ class SegmentationDataset(Sequence):
             yield self[i]
 
     def __repr__(self) -> str:
-        return (f"SegmentationDataset({self.manifest.name!r}, root={str(self.root)!r}, "
-                f"split={self.split!r}, {len(self)} images)")
+        return (
+            f"SegmentationDataset({self.manifest.name!r}, root={str(self.root)!r}, "
+            f"split={self.split!r}, {len(self)} images)"
+        )
 
     @property
     def image_ids(self) -> list[str]:
@@ -214,8 +215,10 @@ class SegmentationDataset(Sequence):
 
     def _decode(self, label: np.ndarray, path: Path) -> np.ndarray:
         if label.size and int(label.max()) > 255:
-            raise DatasetError(f"{path} holds values up to {int(label.max())}; labels must be "
-                               "uint8 ids (0-255): re-run the dataset's converter")
+            raise DatasetError(
+                f"{path} holds values up to {int(label.max())}; labels must be "
+                "uint8 ids (0-255): re-run the dataset's converter"
+            )
         label = label.astype(np.uint8, copy=False)
         return reduce_zero_label(label) if self.manifest.reduce_zero_label else label
 

@@ -50,7 +50,7 @@ def _scene_label(rng: np.random.Generator, size: int) -> np.ndarray:
         low = max(4, size // 18)  # 14..50 px at size 256
         h, w = rng.integers(low, max(low + 1, size // 5), 2)
         y0, x0 = rng.integers(0, size - h), rng.integers(0, size - w)
-        label[y0:y0 + h, x0:x0 + w] = _BUILDING
+        label[y0 : y0 + h, x0 : x0 + w] = _BUILDING
     for _ in range(int(rng.integers(1, 3))):  # straight roads, drawn last
         theta = rng.uniform(0.0, np.pi)
         cy, cx = rng.uniform(0.25, 0.75, 2) * size
@@ -71,14 +71,16 @@ def _scene_image(rng: np.random.Generator, label: np.ndarray) -> np.ndarray:
     phi = rng.uniform(0.0, np.pi)
     rows = np.sin(2 * np.pi * (xx * np.cos(phi) + yy * np.sin(phi)) / 7.0)
     roof = np.sin(2 * np.pi * xx / 5.0)
-    texture = np.stack([
-        9.0 * pixel + 10.0 * waves,  # background: bare soil, mottled
-        5.0 * pixel + 9.0 * roof,  # building: roof ridges
-        4.0 * pixel,  # road: smooth asphalt
-        2.5 * pixel + 7.0 * waves,  # water: slow shading
-        9.0 * pixel + 22.0 * blobs,  # tree: crowns
-        5.0 * pixel + 12.0 * rows,  # grass: field rows
-    ])  # [6, H, W]
+    texture = np.stack(
+        [
+            9.0 * pixel + 10.0 * waves,  # background: bare soil, mottled
+            5.0 * pixel + 9.0 * roof,  # building: roof ridges
+            4.0 * pixel,  # road: smooth asphalt
+            2.5 * pixel + 7.0 * waves,  # water: slow shading
+            9.0 * pixel + 22.0 * blobs,  # tree: crowns
+            5.0 * pixel + 12.0 * rows,  # grass: field rows
+        ]
+    )  # [6, H, W]
     idx = np.minimum(label, 5).astype(np.intp)  # ignore pixels (255) keep their class below
     shade = np.take_along_axis(texture, idx[None], axis=0)[0]
     img = base[idx] + shade[..., None]
@@ -121,8 +123,9 @@ def generate_synthetic_dataset(
         ``out`` (the dataset root, ready for ``open_dataset("synthetic", out)``).
     """
     if int(n_images) < 1 or int(size) < 64:
-        raise InputError(f"generate_synthetic_dataset needs n_images >= 1 and size >= 64, got "
-                         f"n_images={n_images}, size={size}")
+        raise InputError(
+            f"generate_synthetic_dataset needs n_images >= 1 and size >= 64, got n_images={n_images}, size={size}"
+        )
     out = Path(out)
     img_dir, ann_dir = out / "img_dir" / split, out / "ann_dir" / split
     img_dir.mkdir(parents=True, exist_ok=True)

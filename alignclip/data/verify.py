@@ -17,15 +17,17 @@ __all__ = ["verify_dataset"]
 _MAX_LINES_PER_KIND = 20
 
 
-def _orphan_labels(pairs: list[tuple[str, Path, Path]], ann_folder: Path, seg_suffix: str,
-                   recursive: bool) -> list[Path]:
+def _orphan_labels(
+    pairs: list[tuple[str, Path, Path]], ann_folder: Path, seg_suffix: str, recursive: bool
+) -> list[Path]:
     used = {p[2].resolve() for p in pairs}
     files = ann_folder.rglob(f"*{seg_suffix}") if recursive else ann_folder.glob(f"*{seg_suffix}")
     return sorted(f for f in files if not f.name.startswith(".") and f.resolve() not in used)
 
 
-def verify_dataset(name: str, root: Path | str, split: str | None = None,
-                   expected_count: int | None = None) -> list[str]:
+def verify_dataset(
+    name: str, root: Path | str, split: str | None = None, expected_count: int | None = None
+) -> list[str]:
     """Checks a converted dataset and returns its problems as human-readable lines.
 
     Checks: the layout exists; every image has a label (and, for folder splits, every label an
@@ -57,13 +59,17 @@ def verify_dataset(name: str, root: Path | str, split: str | None = None,
             f"{len(pairs)} images found in {img_folder}, expected {expected} "
             f"({'expected_count' if expected_count is not None else manifest.path}); re-run "
             f"`alignclip data prepare {manifest.name} --raw DIR --out {root} --force` from the "
-            "complete raw download")
+            "complete raw download"
+        )
     if manifest.layout.split_file is None:
-        orphans = _orphan_labels(pairs, manifest.layout.label_folder(root, split),
-                                 manifest.layout.seg_suffix, manifest.layout.recursive)
+        orphans = _orphan_labels(
+            pairs, manifest.layout.label_folder(root, split), manifest.layout.seg_suffix, manifest.layout.recursive
+        )
         if orphans:
-            problems.append(f"{len(orphans)} label files have no image, e.g. {orphans[0]}; "
-                            "remove them or re-run prepare with --force")
+            problems.append(
+                f"{len(orphans)} label files have no image, e.g. {orphans[0]}; "
+                "remove them or re-run prepare with --force"
+            )
     k = manifest.num_classes
     kinds: dict[str, int] = {}
 
@@ -84,23 +90,28 @@ def verify_dataset(name: str, root: Path | str, split: str | None = None,
             report("label", f"{label_path}: unreadable label ({err})")
             continue
         if raw.shape != image.shape[:2]:
-            report("size", f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} but its image "
-                           f"is {image.shape[1]}x{image.shape[0]} (W x H)")
+            report(
+                "size",
+                f"{label_path}: label is {raw.shape[1]}x{raw.shape[0]} but its image "
+                f"is {image.shape[1]}x{image.shape[0]} (W x H)",
+            )
             continue
         values = np.unique(raw)
         if values.size and int(values[-1]) > 255:
             report("values", f"{label_path}: label values up to {int(values[-1])} (not uint8)")
             continue
-        decoded = np.unique(reduce_zero_label(values.astype(np.uint8))) if \
-            manifest.reduce_zero_label else values
+        decoded = np.unique(reduce_zero_label(values.astype(np.uint8))) if manifest.reduce_zero_label else values
         bad = decoded[(decoded >= k) & (decoded != manifest.ignore_index)]
         if bad.size:
             shown = ", ".join(str(int(v)) for v in bad[:8])
-            report("values", f"{label_path}: label values {shown} are outside the {k} classes "
-                             f"(0..{k - 1}) and ignore 255 after decoding "
-                             f"(reduce_zero_label={manifest.reduce_zero_label}); the file is "
-                             "corrupted or from another dataset (palette-mode labels read as "
-                             "grey levels look like this)")
+            report(
+                "values",
+                f"{label_path}: label values {shown} are outside the {k} classes "
+                f"(0..{k - 1}) and ignore 255 after decoding "
+                f"(reduce_zero_label={manifest.reduce_zero_label}); the file is "
+                "corrupted or from another dataset (palette-mode labels read as "
+                "grey levels look like this)",
+            )
     for kind, n in kinds.items():
         if n > _MAX_LINES_PER_KIND:
             problems.append(f"... and {n - _MAX_LINES_PER_KIND} more {kind} problems")

@@ -57,6 +57,19 @@ from alignclip.pipeline.config import SegmentorConfig, build_config
 from alignclip.pipeline.runtime import resolve_device
 from alignclip.pipeline.segmentor import Segmentor
 
+__all__ = [
+    "DEFAULT_CLASSES",
+    "DEFAULT_PRESETS",
+    "GROWTH_SIZES",
+    "RANDOM_WEIGHTS",
+    "bench_configs",
+    "bench_images",
+    "build_segmentors",
+    "growth",
+    "parse_bench_preset",
+    "run_bench",
+]
+
 DEFAULT_PRESETS = ("segearth-ov", "segearth-ov+sga", "segearth-ov+cce", "alignclip-d", "alignclip-s")
 #: Six Potsdam-like classes (one with a synonym): the number of queries, not the names, sets the cost.
 DEFAULT_CLASSES = ("road,parking lot", "building", "low vegetation", "tree", "car", "clutter")
@@ -89,14 +102,16 @@ def bench_images(n: int, height: int, width: int | None = None, seed: int = 0) -
     width = width or height
     rng = np.random.default_rng(seed)
     coarse = rng.integers(0, 256, size=(n, 3, max(2, height // 32), max(2, width // 32))).astype(np.float32)
-    up = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(height, width), mode="bilinear",
-                                         align_corners=False)
+    up = torch.nn.functional.interpolate(
+        torch.from_numpy(coarse), size=(height, width), mode="bilinear", align_corners=False
+    )
     return [np.ascontiguousarray(im.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()) for im in up]
 
 
 # ---------------------------------------------------------------------------------------------------- building
-def bench_configs(presets: Sequence[str], *, smoke: bool = False, random_weights: bool = False,
-                  **overrides: Any) -> dict[str, SegmentorConfig]:
+def bench_configs(
+    presets: Sequence[str], *, smoke: bool = False, random_weights: bool = False, **overrides: Any
+) -> dict[str, SegmentorConfig]:
     """``{preset spec: config}``; ``random_weights`` sets pretrained/upsampler_ckpt/vfm_pretrained to none.
 
     With ``smoke``, presets whose VFM is SAM get the tiny SAM-layout model (``tiny_sam``) instead of ``tiny``.
@@ -128,8 +143,9 @@ def build_segmentors(configs: dict[str, SegmentorConfig], classes: Sequence[str]
 
 
 # ---------------------------------------------------------------------------------------------------- runs
-def _time_predict(seg: Segmentor, image: np.ndarray, meter: PeakMemory,
-                  keep_logits: bool = True) -> tuple[float, float]:
+def _time_predict(
+    seg: Segmentor, image: np.ndarray, meter: PeakMemory, keep_logits: bool = True
+) -> tuple[float, float]:
     """(milliseconds, activation MB) of one prediction."""
     with meter.measure():
         sync_device(seg.device)
@@ -150,18 +166,34 @@ def _load() -> dict[str, float]:
 
 
 def _environment(device: torch.device) -> dict[str, Any]:
-    env: dict[str, Any] = dict(device=str(device), device_name=device_description(device),
-                               torch_threads=torch.get_num_threads(), cpu_count=psutil.cpu_count(),
-                               platform=platform.platform(), versions=package_versions())
+    env: dict[str, Any] = dict(
+        device=str(device),
+        device_name=device_description(device),
+        torch_threads=torch.get_num_threads(),
+        cpu_count=psutil.cpu_count(),
+        platform=platform.platform(),
+        versions=package_versions(),
+    )
     if device.type == "cuda":
         env["gpu"] = torch.cuda.get_device_name(device)
     return env
 
 
-def run_bench(presets: Sequence[str] = DEFAULT_PRESETS, *, configs: dict[str, SegmentorConfig] | None = None,
-              smoke: bool = False, random_weights: bool = False, size: int = 448, images: int = 3, warmup: int = 1, classes: Sequence[str] = DEFAULT_CLASSES,
-              reference_flops: bool = True, breakdown: bool = True, log: Callable[[str], None] | None = None,
-              **overrides: Any) -> dict[str, Any]:
+def run_bench(
+    presets: Sequence[str] = DEFAULT_PRESETS,
+    *,
+    configs: dict[str, SegmentorConfig] | None = None,
+    smoke: bool = False,
+    random_weights: bool = False,
+    size: int = 448,
+    images: int = 3,
+    warmup: int = 1,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    reference_flops: bool = True,
+    breakdown: bool = True,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> dict[str, Any]:
     """Time and measure ``presets`` side by side on the same ``images`` generated ``size × size`` images.
 
     Args:
@@ -222,42 +254,81 @@ def run_bench(presets: Sequence[str] = DEFAULT_PRESETS, *, configs: dict[str, Se
         achieved = flops["total"] / (ms / 1e3)
         # the work of the reference algorithm: executed FLOPs with the upsampler's replaced by its reference count
         ref_total = None if not reference_flops else flops["total"] - flops["upsampler"] + (ref_up or 0.0)
-        records.append(dict(
-            preset=label, ms_per_image=ms, ms_all=times[label], peak_mem_mb=weights_mb + activation_mb,
-            weights_mb=weights_mb, activation_mb=activation_mb, gflop_per_image=flops["total"],
-            gflop_clip=flops["clip"], gflop_upsampler=flops["upsampler"], gflop_vfm=flops["vfm"],
-            gflop_rest=flops["rest"],
-            ref_upsampler_gflop=ref_up, achieved_gflops=achieved, efficiency=achieved / rate,
-            reference_gflop_per_image=ref_total,
-            reference_efficiency=None if ref_total is None else ref_total / (ms / 1e3) / rate,
-            n_windows=len(window_boxes(h, w, seg.config.crop, seg.config.stride)), window_batch=seg.window_batch,
-            host_syncs_per_image=host_syncs(seg, pics[0]),
-            breakdown_ms=time_breakdown(seg, pics[0]) if breakdown else None,
-            precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(seg.autocast_dtype, "fp32"),
-            random_weights=seg.is_random, weights=seg.weights_identity()))
+        records.append(
+            dict(
+                preset=label,
+                ms_per_image=ms,
+                ms_all=times[label],
+                peak_mem_mb=weights_mb + activation_mb,
+                weights_mb=weights_mb,
+                activation_mb=activation_mb,
+                gflop_per_image=flops["total"],
+                gflop_clip=flops["clip"],
+                gflop_upsampler=flops["upsampler"],
+                gflop_vfm=flops["vfm"],
+                gflop_rest=flops["rest"],
+                ref_upsampler_gflop=ref_up,
+                achieved_gflops=achieved,
+                efficiency=achieved / rate,
+                reference_gflop_per_image=ref_total,
+                reference_efficiency=None if ref_total is None else ref_total / (ms / 1e3) / rate,
+                n_windows=len(window_boxes(h, w, seg.config.crop, seg.config.stride)),
+                window_batch=seg.window_batch,
+                host_syncs_per_image=host_syncs(seg, pics[0]),
+                breakdown_ms=time_breakdown(seg, pics[0]) if breakdown else None,
+                precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(seg.autocast_dtype, "fp32"),
+                random_weights=seg.is_random,
+                weights=seg.weights_identity(),
+            )
+        )
     first = records[0]
     for rec in records:
-        rec.update(ms_ratio=rec["ms_per_image"] / first["ms_per_image"],
-                   mem_ratio=rec["peak_mem_mb"] / first["peak_mem_mb"],
-                   gflop_ratio=rec["gflop_per_image"] / first["gflop_per_image"])
-    return dict(presets=records, matmul_gflops=dict(before=rate_before, after=rate_after, mean=rate),
-                environment={**_environment(device), "load_before": load_before, "load_after": load_after},
-                settings=dict(size=size, images=images, warmup=warmup, classes=list(classes), smoke=smoke,
-                              random_weights=random_weights, overrides={k: str(v) for k, v in overrides.items()},
-                              build_s=build_s, memory_method=_memory_method(meter)))
+        rec.update(
+            ms_ratio=rec["ms_per_image"] / first["ms_per_image"],
+            mem_ratio=rec["peak_mem_mb"] / first["peak_mem_mb"],
+            gflop_ratio=rec["gflop_per_image"] / first["gflop_per_image"],
+        )
+    return dict(
+        presets=records,
+        matmul_gflops=dict(before=rate_before, after=rate_after, mean=rate),
+        environment={**_environment(device), "load_before": load_before, "load_after": load_after},
+        settings=dict(
+            size=size,
+            images=images,
+            warmup=warmup,
+            classes=list(classes),
+            smoke=smoke,
+            random_weights=random_weights,
+            overrides={k: str(v) for k, v in overrides.items()},
+            build_s=build_s,
+            memory_method=_memory_method(meter),
+        ),
+    )
 
 
 def _memory_method(meter: PeakMemory) -> str:
     if meter.device.type == "cuda":
         return "weights + cuda max_memory_allocated rise per image"
-    return "weights + peak RSS rise per image (" + ("VmHWM reset by clear_refs" if meter._hwm else
-                                                   "1 ms RSS sampling") + ")"
+    return (
+        "weights + peak RSS rise per image ("
+        + ("VmHWM reset by clear_refs" if meter._hwm else "1 ms RSS sampling")
+        + ")"
+    )
 
 
-def growth(preset: str = "segearth-ov", sizes: Sequence[int] = GROWTH_SIZES, *,
-           config: SegmentorConfig | None = None, smoke: bool = False,
-           random_weights: bool = False, classes: Sequence[str] = DEFAULT_CLASSES, repeats: int = 1,
-           keep_logits: bool = False, log: Callable[[str], None] | None = None, **overrides: Any) -> pd.DataFrame:
+def growth(
+    preset: str = "segearth-ov",
+    sizes: Sequence[int] = GROWTH_SIZES,
+    *,
+    config: SegmentorConfig | None = None,
+    smoke: bool = False,
+    random_weights: bool = False,
+    classes: Sequence[str] = DEFAULT_CLASSES,
+    repeats: int = 1,
+    keep_logits: bool = False,
+    log: Callable[[str], None] | None = None,
+    **overrides: Any,
+) -> pd.DataFrame:
     """Time and memory of one preset on square images of growing side, without resizing (``long_side=None``).
 
     Args:
@@ -297,10 +368,22 @@ def growth(preset: str = "segearth-ov", sizes: Sequence[int] = GROWTH_SIZES, *,
         ms = statistics.median(r[0] for r in runs)
         act = max(r[1] for r in runs)
         n_windows = len(window_boxes(side, side, seg.config.crop, seg.config.stride))
-        rows.append(dict(preset=preset, long_side=side, crop=seg.config.crop, stride=seg.config.stride,
-                         window_batch=seg.window_batch, n_windows=n_windows, ms_per_image=ms,
-                         ms_per_window=ms / n_windows, activation_mb=act, weights_mb=weights_mb,
-                         peak_mem_mb=weights_mb + act, keep_logits=keep_logits,
-                         image_buffers_mb=side * side * (4 * n_queries * keep_logits + 1) / _MB))
+        rows.append(
+            dict(
+                preset=preset,
+                long_side=side,
+                crop=seg.config.crop,
+                stride=seg.config.stride,
+                window_batch=seg.window_batch,
+                n_windows=n_windows,
+                ms_per_image=ms,
+                ms_per_window=ms / n_windows,
+                activation_mb=act,
+                weights_mb=weights_mb,
+                peak_mem_mb=weights_mb + act,
+                keep_logits=keep_logits,
+                image_buffers_mb=side * side * (4 * n_queries * keep_logits + 1) / _MB,
+            )
+        )
         say(f"  {preset} {side}x{side}: {n_windows} windows, {ms:.0f} ms, +{act:.0f} MB")
     return pd.DataFrame(rows)

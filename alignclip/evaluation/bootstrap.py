@@ -85,15 +85,11 @@ def percentile_interval(values: np.ndarray, ci: float) -> tuple[float, float]:
 def _point_miou(cms: np.ndarray, name: str) -> float:
     total = cms.sum(axis=0)
     if total.sum() == 0:
-        raise InputError(
-            f"{name} holds 0 valid pixels over all images; check that the run evaluated images"
-        )
+        raise InputError(f"{name} holds 0 valid pixels over all images; check that the run evaluated images")
     return float(iou_arrays(total)[2])
 
 
-def bootstrap_miou(
-    cms: np.ndarray, n_boot: int = 1000, seed: int = 0, ci: float = 0.95
-) -> dict[str, Any]:
+def bootstrap_miou(cms: np.ndarray, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, Any]:
     """Percentile bootstrap over images of the dataset-level mIoU.
 
     Args:
@@ -129,9 +125,7 @@ def bootstrap_miou(
     }
 
 
-def _align(
-    cms_a: np.ndarray, cms_b: np.ndarray, ids_a: Sequence[str], ids_b: Sequence[str]
-) -> np.ndarray:
+def _align(cms_a: np.ndarray, cms_b: np.ndarray, ids_a: Sequence[str], ids_b: Sequence[str]) -> np.ndarray:
     """Reorder ``cms_b`` to the order of ``ids_a`` after checking that the id sets agree."""
     for name, cms, ids in (("A", cms_a, ids_a), ("B", cms_b, ids_b)):
         if len(ids) != cms.shape[0]:
@@ -143,8 +137,7 @@ def _align(
             raise InputError(f"run {name} lists some image ids twice; each image must count once")
     if cms_a.shape[1:] != cms_b.shape[1:]:
         raise InputError(
-            f"runs have {cms_a.shape[-1]} and {cms_b.shape[-1]} classes; compare runs on the "
-            "same class list"
+            f"runs have {cms_a.shape[-1]} and {cms_b.shape[-1]} classes; compare runs on the same class list"
         )
     set_a, set_b = set(ids_a), set(ids_b)
     if set_a != set_b:
@@ -232,9 +225,7 @@ def classify_gain(delta_ci: tuple[float, float], claimed_sign: int = +1) -> str:
     try:
         low, high = (float(v) for v in delta_ci)
     except (TypeError, ValueError) as exc:
-        raise InputError(
-            f"delta_ci must be a (low, high) pair of numbers, got {delta_ci!r}"
-        ) from exc
+        raise InputError(f"delta_ci must be a (low, high) pair of numbers, got {delta_ci!r}") from exc
     if np.isnan(low) or np.isnan(high) or low > high:
         raise InputError(f"delta_ci must satisfy low <= high (no NaN), got {delta_ci!r}")
     low, high = sorted((low * claimed_sign, high * claimed_sign))

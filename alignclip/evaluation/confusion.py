@@ -178,9 +178,7 @@ class ConfusionAccumulator:
             cms = np.frombuffer(raw, dtype="<i8").reshape([int(s) for s in d["shape"]])
             acc = cls._from_arrays(d["ids"], cms, int(d["num_classes"]), int(d["ignore_index"]))
         except (KeyError, ValueError, TypeError, zlib.error) as exc:
-            raise InputError(
-                f"corrupt compact confusion payload ({exc}); regenerate it with to_compact()"
-            ) from exc
+            raise InputError(f"corrupt compact confusion payload ({exc}); regenerate it with to_compact()") from exc
         if "num_pixels" in d and int(d["num_pixels"]) != int(acc._total.sum()):
             raise InputError(
                 f"corrupt compact confusion payload: num_pixels {d['num_pixels']} != decoded "
@@ -189,9 +187,7 @@ class ConfusionAccumulator:
         return acc
 
     @classmethod
-    def _from_arrays(
-        cls, ids: Sequence[str], cms: np.ndarray, k: int, ignore_index: int
-    ) -> ConfusionAccumulator:
+    def _from_arrays(cls, ids: Sequence[str], cms: np.ndarray, k: int, ignore_index: int) -> ConfusionAccumulator:
         """Validated constructor from ids [n] and matrices [n, K, K] (raises ValueError)."""
         ids = [str(i) for i in ids]
         if cms.ndim != 3 or cms.shape[1:] != (k, k) or cms.shape[0] != len(ids):
@@ -211,9 +207,14 @@ class ConfusionAccumulator:
 
         def write(tmp: Path) -> None:
             with open(tmp, "wb") as fh:
-                np.savez_compressed(fh, format=np.array(COMPACT_FORMAT), ids=np.array(ids, dtype=str), cms=cms,
-                                    num_classes=np.array(self.num_classes),
-                                    ignore_index=np.array(self.ignore_index))
+                np.savez_compressed(
+                    fh,
+                    format=np.array(COMPACT_FORMAT),
+                    ids=np.array(ids, dtype=str),
+                    cms=cms,
+                    num_classes=np.array(self.num_classes),
+                    ignore_index=np.array(self.ignore_index),
+                )
 
         path = atomic_write(path, write, overwrite=True)
         return path
@@ -223,17 +224,11 @@ class ConfusionAccumulator:
         """Read a file written by ``save_npz``."""
         path = Path(path)
         if not path.is_file():
-            raise InputError(
-                f"confusion file not found: {path}; pass the path written by save_npz()"
-            )
+            raise InputError(f"confusion file not found: {path}; pass the path written by save_npz()")
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["format"]) != COMPACT_FORMAT:
                     raise ValueError(f"format {str(z['format'])!r}, expected {COMPACT_FORMAT!r}")
-                return cls._from_arrays(
-                    z["ids"].tolist(), z["cms"], int(z["num_classes"]), int(z["ignore_index"])
-                )
+                return cls._from_arrays(z["ids"].tolist(), z["cms"], int(z["num_classes"]), int(z["ignore_index"]))
         except (KeyError, ValueError, OSError) as exc:
-            raise InputError(
-                f"{path} is not a confusion file written by save_npz() ({exc}); regenerate it"
-            ) from exc
+            raise InputError(f"{path} is not a confusion file written by save_npz() ({exc}); regenerate it") from exc

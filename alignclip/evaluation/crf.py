@@ -1,28 +1,24 @@
 """Evaluation with and without dense CRF in one pass over a dataset (Table 13): two RESULT.json files with the
-same images, so a paired bootstrap compares them."""
+same images, so a paired bootstrap compares them. The pass is :func:`alignclip.evaluation.evaluate.evaluate_heads`
+with two heads (resumable, torchrun-aware)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
-from tqdm.auto import tqdm
+import numpy as np
 
-from alignclip.data import load_manifest, open_dataset
-from alignclip.errors import InputError
-from alignclip.evaluation.confusion import ConfusionAccumulator
-from alignclip.evaluation.evaluate import build_result, load_result, run_fingerprint
-from alignclip.io.files import write_json
+from alignclip.data import Sample, load_manifest
+from alignclip.evaluation.evaluate import Head, evaluate_heads, plain_labels, run_fingerprint
 from alignclip.ops.crf import check_crf_params, require_densecrf
 from alignclip.pipeline.config import SegmentorConfig
 from alignclip.pipeline.crf import crf_labels
-from alignclip.pipeline.segmentor import Segmentor
+from alignclip.pipeline.segmentor import Prediction, Segmentor
 
-__all__ = ["cached_crf_results", "crf_fingerprint", "evaluate_with_crf"]
+__all__ = ["crf_fingerprint", "crf_heads", "evaluate_with_crf"]
 
 
 def crf_fingerprint(plain_fingerprint: str, crf_params: dict[str, Any]) -> str:
@@ -31,16 +27,59 @@ def crf_fingerprint(plain_fingerprint: str, crf_params: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def evaluate_with_crf(config: SegmentorConfig, dataset: str, data_root: str | Path, out_plain: str | Path,
-                      out_crf: str | Path, split: str | None = None, limit: int | None = None,
-                      crf_params: dict[str, Any] | None = None, force: bool = False, progress: bool = True,
-                      segmentor: Segmentor | None = None) -> tuple[dict[str, Any], dict[str, Any]]:
+def crf_heads(
+    plain_fingerprint: str, out_plain: str | Path, out_crf: str | Path, crf_params: dict[str, Any] | None = None
+) -> tuple[Head, Head]:
+    """The two heads of a one-pass run: the plain labels and their dense-CRF labels (:func:`crf_labels`).
+
+    Args:
+        plain_fingerprint: the plain run's :func:`run_fingerprint`; the CRF head's is :func:`crf_fingerprint`.
+        out_plain: RESULT.json path of the run without CRF.
+        out_crf: RESULT.json path of the run with CRF.
+        crf_params: any of :data:`CRF_DEFAULTS`.
+
+    Returns:
+        ``(plain head, CRF head)``; their provenance records ``crf`` (None / the parameters) and ``one_pass_with``
+        (the other head's path).
+    """
+    params = check_crf_params(crf_params or {})
+    out_plain, out_crf = Path(out_plain), Path(out_crf)
+
+    def with_crf(segmentor: Segmentor, sample: Sample, prediction: Prediction | None) -> np.ndarray:
+        return crf_labels(segmentor, sample.image, prediction, **params)
+
+    plain = Head(out_plain, plain_fingerprint, plain_labels, {"crf": None, "one_pass_with": str(out_crf)})
+    crf = Head(
+        out_crf,
+        crf_fingerprint(plain_fingerprint, params),
+        with_crf,
+        {"crf": params, "one_pass_with": str(out_plain)},
+        needs_logits=True,
+    )
+    return plain, crf
+
+
+def evaluate_with_crf(
+    config: SegmentorConfig,
+    dataset: str,
+    data_root: str | Path,
+    out_plain: str | Path,
+    out_crf: str | Path,
+    split: str | None = None,
+    limit: int | None = None,
+    crf_params: dict[str, Any] | None = None,
+    force: bool = False,
+    progress: bool = True,
+    segmentor: Segmentor | None = None,
+    save_every: int = 20,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate ``config`` without and with dense CRF in ONE pass over a dataset; write two RESULT.json files.
 
-    Every image is segmented once; its plain labels and its CRF labels go into two confusion accumulators, so
-    both results hold the same images and :func:`alignclip.evaluation.bootstrap.paired_bootstrap` compares them. The plain
-    result equals :func:`alignclip.evaluation.evaluate.evaluate`'s (same fingerprint); the CRF result's provenance records
-    the CRF parameters. Single process, no resume (use ``limit`` for quick runs).
+    Every image is predicted once; its plain labels and its CRF labels go into two confusion accumulators, so
+    both results hold the same images and :func:`alignclip.evaluation.bootstrap.paired_bootstrap` compares them. The
+    plain result equals :func:`alignclip.evaluation.evaluate.evaluate`'s (same fingerprint); the CRF result's
+    provenance records the CRF parameters. Like ``evaluate``, progress is saved in ``out_plain.partial/`` and
+    ``out_crf.partial/`` (a rerun continues where it stopped) and ``torchrun`` shards the images.
 
     Args:
         config: the method (e.g. ``build_config("alignclip-d", dataset="potsdam")``).
@@ -51,54 +90,30 @@ def evaluate_with_crf(config: SegmentorConfig, dataset: str, data_root: str | Pa
         split: overrides the manifest's evaluation split.
         limit: evaluate only the first ``limit`` images.
         crf_params: any of :data:`CRF_DEFAULTS`.
-        force: overwrite existing result files.
+        force: overwrite existing result files and discard partial results.
         progress: show a progress bar.
         segmentor: a ready segmentor to reuse (its classes must be the dataset's).
+        save_every: images between two progress saves.
 
     Returns:
-        ``(plain result, CRF result)`` as written.
+        ``(plain result, CRF result)`` as written (on every process).
     """
     params = check_crf_params(crf_params or {})
-    out_plain, out_crf = Path(out_plain), Path(out_crf)
-    for out in (out_plain, out_crf):
-        if out.exists() and not force:
-            raise InputError(f"{out} exists; pass force=True to overwrite it, or choose another path")
     if params["n_iter"] > 0:
         require_densecrf()  # fail before any work when pydensecrf is missing
-    manifest = load_manifest(dataset)
-    data = open_dataset(dataset, data_root, split)
-    n_total = len(data) if limit is None else min(limit, len(data))
-    seg = segmentor or Segmentor(config, list(manifest.classes))
-    plain, crf = ConfusionAccumulator(manifest.num_classes), ConfusionAccumulator(manifest.num_classes)
-    started = time.time()
-    for i in tqdm(range(n_total), desc=f"{dataset} (+CRF)", unit="img", disable=not progress, file=sys.stderr):
-        sample = data[i]
-        pred = seg.predict(sample.image)
-        plain.update(pred.labels, sample.label, sample.image_id)
-        crf.update(crf_labels(seg, sample.image, pred, **params), sample.label, sample.image_id)
-    wall = time.time() - started
-    fingerprint = run_fingerprint(config, dataset, split, limit, manifest.classes)
-    results = []
-    for acc, out, fp in ((plain, out_plain, fingerprint), (crf, out_crf, crf_fingerprint(fingerprint, params))):
-        result = build_result(acc, seg, config, dataset, split, limit, wall, 1)
-        result["provenance"]["fingerprint"] = fp
-        result["provenance"]["crf"] = params if acc is crf else None
-        result["provenance"]["one_pass_with"] = str(out_crf if acc is plain else out_plain)
-        write_json(out, result, overwrite=True)
-        results.append(result)
-    return results[0], results[1]
-
-
-def cached_crf_results(out_plain: Path, out_crf: Path, fingerprint: str,
-                       crf_params: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """Both results when both files exist with the expected fingerprints, else None."""
-    if not (out_plain.is_file() and out_crf.is_file()):
-        return None
-    plain, crf = load_result(out_plain), load_result(out_crf)
-    if plain.get("provenance", {}).get("fingerprint") != fingerprint:
-        return None
-    if crf.get("provenance", {}).get("fingerprint") != crf_fingerprint(fingerprint, crf_params):
-        return None
+    fingerprint = run_fingerprint(config, dataset, split, limit, load_manifest(dataset).classes)
+    heads = crf_heads(fingerprint, out_plain, out_crf, params)
+    plain, crf = evaluate_heads(
+        config,
+        dataset,
+        data_root,
+        heads,
+        split=split,
+        limit=limit,
+        force=force,
+        save_every=save_every,
+        progress=progress,
+        segmentor=segmentor,
+        desc=f"{dataset} (+CRF)",
+    )
     return plain, crf
-
-

@@ -1,7 +1,6 @@
 """Labelled CLIP patch features for the feature analysis (Table 1, Fig. 1c, Fig. 5): the collector.
 
-Feeds :mod:`alignclip.study.analysis` (similarity statistics, 2-D maps), which re-exports every name
-here, and :mod:`alignclip.study.analysis_figures`.
+Feeds :mod:`alignclip.study.analysis` (similarity statistics, 2-D maps) and :mod:`alignclip.study.analysis_figures`.
 
 Protocol (the paper gives none; our choices are in the decisions register):
 
@@ -33,13 +32,15 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 
-from alignclip.data import open_dataset
+from alignclip.data import load_manifest, open_dataset
 from alignclip.errors import InputError
 from alignclip.io.images import resize_long_side
 from alignclip.models.clip import ClipBundle, create_clip, dense_features
 from alignclip.ops.windows import extract_windows, pad_to_multiple, window_boxes
 from alignclip.pipeline.config import SegmentorConfig
 from alignclip.pipeline.runtime import resolve_device, resolve_dtype, resolve_window_batch
+
+__all__ = ["IGNORE", "DomainFeatures", "collect_class_features", "collect_domain_features"]
 
 IGNORE = 255
 
@@ -75,8 +76,9 @@ def _cap_per_class(class_ids: np.ndarray, max_per_class: int, rng: np.random.Gen
     return np.sort(order[rank < max_per_class])
 
 
-def _image_features(clip: ClipBundle, cfg: SegmentorConfig, image: np.ndarray, label: np.ndarray,
-                    device: torch.device, purity: float) -> tuple[np.ndarray, np.ndarray]:
+def _image_features(
+    clip: ClipBundle, cfg: SegmentorConfig, image: np.ndarray, label: np.ndarray, device: torch.device, purity: float
+) -> tuple[np.ndarray, np.ndarray]:
     """Kept patch features ``[m, D]`` (normalised) and their classes ``[m]`` of one image."""
     if cfg.long_side is not None:
         image = resize_long_side(image, cfg.long_side)
@@ -93,26 +95,39 @@ def _image_features(clip: ClipBundle, cfg: SegmentorConfig, image: np.ndarray, l
     labs = extract_windows(torch.from_numpy(np.array(label, dtype=np.uint8))[None], boxes)[:, 0].numpy()
     labs = np.pad(labs, ((0, 0), (top, bottom), (left, right)), constant_values=IGNORE)
     gh, gw = labs.shape[1] // p, labs.shape[2] // p
-    keep = (_owned(boxes[:, 0], h, wh, top, p, gh)[:, :, None]
-            & _owned(boxes[:, 2], w, ww, left, p, gw)[:, None, :]).reshape(-1).numpy()
+    keep = (
+        (_owned(boxes[:, 0], h, wh, top, p, gh)[:, :, None] & _owned(boxes[:, 2], w, ww, left, p, gw)[:, None, :])
+        .reshape(-1)
+        .numpy()
+    )
     major, share = _patch_majority(labs, p)
     keep &= (major != IGNORE) & (share >= purity)
     autocast = resolve_dtype(cfg.precision, device)
     feats = []
     batch = resolve_window_batch(cfg.window_batch, device)
     for i in range(0, len(boxes), batch):  # bounded batches of windows
-        crops = F.pad(extract_windows(x, boxes[i:i + batch]), (left, right, top, bottom))
+        crops = F.pad(extract_windows(x, boxes[i : i + batch]), (left, right, top, bottom))
         with torch.inference_mode(), torch.autocast(device.type, dtype=autocast, enabled=autocast is not None):
-            patch, _ = dense_features(clip.model.visual, crops, cfg.attention, cfg.drop_residual, cfg.naclip_std)
+            patch, _ = dense_features(
+                clip.model.visual, crops, cfg.attention, cfg.drop_residual, cfg.naclip_std, cfg.pos_embed_interp
+            )
         feats.append(F.normalize(patch.float(), dim=1).permute(0, 2, 3, 1).reshape(-1, patch.shape[1]).cpu())
     feats = torch.cat(feats).numpy()
     return feats[keep], major[keep]
 
 
-def collect_class_features(ctx_or_config: Any, dataset: str, root: str | Path | None = None, n_images: int = 8,
-                           max_per_class: int = 200, seed: int = 0, purity: float = 0.75,
-                           preset: str = "segearth-ov", clip: ClipBundle | None = None,
-                           limit: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def collect_class_features(
+    ctx_or_config: Any,
+    dataset: str,
+    root: str | Path | None = None,
+    n_images: int = 8,
+    max_per_class: int = 200,
+    seed: int = 0,
+    purity: float = 0.75,
+    preset: str = "segearth-ov",
+    clip: ClipBundle | None = None,
+    limit: int | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labelled CLIP patch features of one dataset (the protocol in the module docstring).
 
     Args:
@@ -134,21 +149,28 @@ def collect_class_features(ctx_or_config: Any, dataset: str, root: str | Path | 
     if isinstance(ctx_or_config, SegmentorConfig):
         cfg = ctx_or_config
         if root is None:
-            raise InputError(f"collect_class_features({dataset!r}) with a SegmentorConfig needs root=<dataset "
-                             f"folder>; pass root or a StudyContext")
+            raise InputError(
+                f"collect_class_features({dataset!r}) with a SegmentorConfig needs root=<dataset "
+                f"folder>; pass root or a StudyContext"
+            )
     else:
-        cfg = ctx_or_config.config(preset, dataset)
+        cfg = ctx_or_config.config(preset, dataset, upsampler="none")  # CLIP features only
         root = ctx_or_config.dataset_root(dataset) if root is None else root
     if int(max_per_class) < 1 or int(n_images) < 0 or not 0.0 < purity <= 1.0:
-        raise InputError(f"need max_per_class >= 1, n_images >= 0 (0 = all) and 0 < purity <= 1, got "
-                         f"{max_per_class}, {n_images}, {purity}")
+        raise InputError(
+            f"need max_per_class >= 1, n_images >= 0 (0 = all) and 0 < purity <= 1, got "
+            f"{max_per_class}, {n_images}, {purity}"
+        )
     device = resolve_device(cfg.device)
     clip = clip or create_clip(cfg.backbone, cfg.pretrained, device)
     ds = open_dataset(dataset, root)
     rng = np.random.default_rng([int(seed), zlib.crc32(dataset.encode())])
     pool = len(ds) if not limit else min(len(ds), int(limit))
-    picks = np.arange(pool) if n_images in (0, None) or n_images >= pool else \
-        np.sort(rng.choice(pool, int(n_images), replace=False))
+    picks = (
+        np.arange(pool)
+        if n_images in (0, None) or n_images >= pool
+        else np.sort(rng.choice(pool, int(n_images), replace=False))
+    )
     feats, classes, images = [], [], []
     for i in picks:  # a loop over images; everything inside is batched
         sample = ds[int(i)]
@@ -190,32 +212,47 @@ class DomainFeatures:
 
     def counts(self) -> pd.DataFrame:
         """Images, patches and classes per domain and dataset."""
-        df = pd.DataFrame(dict(domain=self.domains, dataset=self.datasets, image=self.image_ids,
-                               cls=self.class_keys))
-        return (df.groupby(["domain", "dataset"], sort=False)
-                .agg(images=("image", "nunique"), patches=("image", "size"), classes=("cls", "nunique"))
-                .reset_index())
+        df = pd.DataFrame(dict(domain=self.domains, dataset=self.datasets, image=self.image_ids, cls=self.class_keys))
+        return (
+            df.groupby(["domain", "dataset"], sort=False)
+            .agg(images=("image", "nunique"), patches=("image", "size"), classes=("cls", "nunique"))
+            .reset_index()
+        )
 
 
-def collect_domain_features(ctx: Any, domains: Mapping[str, Sequence[str]], n_images: int = 8,
-                            max_per_class: int = 200, seed: int = 0, purity: float = 0.75,
-                            preset: str = "segearth-ov") -> DomainFeatures:
+def collect_domain_features(
+    ctx: Any,
+    domains: Mapping[str, Sequence[str]],
+    n_images: int = 8,
+    max_per_class: int = 200,
+    seed: int = 0,
+    purity: float = 0.75,
+    preset: str = "segearth-ov",
+) -> DomainFeatures:
     """:func:`collect_class_features` of every dataset of every domain (``{"Remote Sensing": [...], ...}``),
     loading CLIP once. The context's ``limit`` restricts each dataset to its first images."""
-    from alignclip.data import load_manifest
-
     parts, clip = [], None
     for domain, names in domains.items():
         for name in names:
-            cfg = ctx.config(preset, name)
+            cfg = ctx.config(preset, name, upsampler="none")  # CLIP features only: no upsampler is read
             clip = clip or create_clip(cfg.backbone, cfg.pretrained, resolve_device(cfg.device))
-            f, c, im = collect_class_features(ctx, name, None, n_images, max_per_class, seed, purity, preset,
-                                              clip, getattr(ctx, "limit", None))
+            f, c, im = collect_class_features(
+                ctx, name, None, n_images, max_per_class, seed, purity, preset, clip, getattr(ctx, "limit", None)
+            )
             names_ = np.asarray(load_manifest(name).class_names, dtype=object)
-            parts.append((f, c, names_[c], np.full(len(c), name, dtype=object),
-                          np.full(len(c), domain, dtype=object), np.char.add(f"{name}/", im.astype(str))))
+            parts.append(
+                (
+                    f,
+                    c,
+                    names_[c],
+                    np.full(len(c), name, dtype=object),
+                    np.full(len(c), domain, dtype=object),
+                    np.char.add(f"{name}/", im.astype(str)),
+                )
+            )
     if not parts:
         raise InputError("collect_domain_features got no dataset; pass {domain: [dataset, ...]}")
     cols = [np.concatenate(col) for col in zip(*parts, strict=True)]
-    return DomainFeatures(cols[0], cols[1], cols[2].astype(str), cols[3].astype(str), cols[4].astype(str),
-                          cols[5].astype(str))
+    return DomainFeatures(
+        cols[0], cols[1], cols[2].astype(str), cols[3].astype(str), cols[4].astype(str), cols[5].astype(str)
+    )

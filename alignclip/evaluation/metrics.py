@@ -101,10 +101,20 @@ def confusion_matrix(
     g = g.reshape(-1)
     valid = g != ignore_index
     g = g[valid]
-    _check_range(g, k, DatasetError, f"label values {{bad}} outside 0..{k - 1} (ignore {ignore_index}); check the "
-                 "dataset conversion (palette 'P' images, reduce_zero_label) and num_classes")
-    _check_range(p, k, InputError, f"prediction values {{bad}} outside 0..{k - 1}; predictions must be class "
-                 f"indices of the {k} evaluated classes (map background/extra queries to classes first)")
+    _check_range(
+        g,
+        k,
+        DatasetError,
+        f"label values {{bad}} outside 0..{k - 1} (ignore {ignore_index}); check the "
+        "dataset conversion (palette 'P' images, reduce_zero_label) and num_classes",
+    )
+    _check_range(
+        p,
+        k,
+        InputError,
+        f"prediction values {{bad}} outside 0..{k - 1}; predictions must be class "
+        f"indices of the {k} evaluated classes (map background/extra queries to classes first)",
+    )
     p = p[valid]
     counts = torch.bincount(g * k + p, minlength=k * k)
     return counts.reshape(k, k).cpu().numpy().astype(np.int64, copy=False)

@@ -22,6 +22,17 @@ from torch.utils.flop_counter import FlopCounterMode
 from alignclip.ops.windows import pad_to_multiple, window_boxes, window_size
 from alignclip.pipeline.segmentor import Segmentor
 
+__all__ = [
+    "PeakMemory",
+    "count_flops",
+    "host_syncs",
+    "matmul_gflops",
+    "model_bytes",
+    "reference_upsampler_gflop",
+    "sync_device",
+    "time_breakdown",
+]
+
 
 def sync_device(device: torch.device) -> None:
     if device.type == "cuda":
@@ -148,6 +159,7 @@ def count_flops(seg: Segmentor, image: np.ndarray) -> dict[str, float]:
                 out = fn(*args, **kwargs)
             encoder["flops"] += inner.get_total_flops()
             return out
+
         return counted
 
     fastpath = torch.backends.mha.get_fastpath_enabled()
@@ -218,6 +230,7 @@ def time_breakdown(seg: Segmentor, image: np.ndarray) -> dict[str, float]:
             sync_device(seg.device)
             spent[name] += 1e3 * (time.perf_counter() - t0)
             return out
+
         return wrapper
 
     with seg.instrumented(timed):
@@ -226,6 +239,11 @@ def time_breakdown(seg: Segmentor, image: np.ndarray) -> dict[str, float]:
         seg.predict(image)
         sync_device(seg.device)
         total = 1e3 * (time.perf_counter() - t0)
-    return dict(clip=spent["clip"], upsampler=spent["upsampler"], vfm=spent["vfm"],
-                cce_rest=spent["cce"] - spent["vfm"], other=total - spent["clip"] - spent["upsampler"] - spent["cce"],
-                total=total)
+    return dict(
+        clip=spent["clip"],
+        upsampler=spent["upsampler"],
+        vfm=spent["vfm"],
+        cce_rest=spent["cce"] - spent["vfm"],
+        other=total - spent["clip"] - spent["upsampler"] - spent["cce"],
+        total=total,
+    )

@@ -11,6 +11,8 @@ from typing import Any
 
 from alignclip.errors import InputError
 
+__all__ = ["atomic_write", "write_json"]
+
 PathLike = str | os.PathLike
 
 

@@ -34,8 +34,15 @@ __all__ = ["read_image", "read_label", "resize_long_side", "stretch_to_uint8", "
 
 PathLike = str | os.PathLike
 _EXPECTED = "expected PNG, JPEG, BMP or (Geo)TIFF"
-_MAGIC = ((b"\x89PNG\r\n\x1a\n", "PNG"), (b"\xff\xd8\xff", "JPEG"), (b"BM", "BMP"),
-          (b"II*\x00", "TIFF"), (b"MM\x00*", "TIFF"), (b"II+\x00", "TIFF"), (b"MM\x00+", "TIFF"))
+_MAGIC = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+    (b"II+\x00", "TIFF"),
+    (b"MM\x00+", "TIFF"),
+)
 
 
 def _rasterio() -> Any | None:
@@ -66,9 +73,7 @@ def _sniff(path: PathLike) -> tuple[Path, str, bytes]:
     raise InputError(f"cannot read image {path}: unrecognised content ({shown}); {_EXPECTED}")
 
 
-def _read_tiff_rasterio(
-    rio: Any, path: Path, keep_palette: bool
-) -> tuple[np.ndarray, bool, dict | None, list[str]]:
+def _read_tiff_rasterio(rio: Any, path: Path, keep_palette: bool) -> tuple[np.ndarray, bool, dict | None, list[str]]:
     """Reads a TIFF with rasterio; returns ([H, W, C] array, last band is alpha, geo, notes)."""
     from rasterio.enums import ColorInterp
     from rasterio.errors import NotGeoreferencedWarning
@@ -82,8 +87,7 @@ def _read_tiff_rasterio(
             georeferenced = ds.crs is not None or not ds.transform.is_identity
             geo = None
             if georeferenced:
-                geo = {"crs": ds.crs, "transform": ds.transform, "width": ds.width,
-                       "height": ds.height}
+                geo = {"crs": ds.crs, "transform": ds.transform, "width": ds.width, "height": ds.height}
             if ds.count == 1 and interp[0] == ColorInterp.palette and not keep_palette:
                 cmap = ds.colormap(1)
                 lut = np.zeros((max(cmap) + 1, 3), np.uint8)
@@ -176,9 +180,7 @@ def stretch_to_uint8(bands: np.ndarray, low: float = 2.0, high: float = 98.0) ->
     return out
 
 
-def read_image(
-    path: PathLike, bands: Sequence[int] | None = None
-) -> tuple[np.ndarray, dict[str, Any]]:
+def read_image(path: PathLike, bands: Sequence[int] | None = None) -> tuple[np.ndarray, dict[str, Any]]:
     """Reads an image as RGB uint8, converting explicitly (see the module docstring).
 
     Args:
@@ -198,8 +200,14 @@ def read_image(
     path, fmt, head = _sniff(path)
     arr, alpha_last, geo, notes = _read_raw(path, fmt, head)
     n_bands = arr.shape[-1]
-    meta = {"path": str(path), "format": fmt, "orig_dtype": str(arr.dtype),
-            "orig_bands": n_bands, "notes": notes, "geo": geo}
+    meta = {
+        "path": str(path),
+        "format": fmt,
+        "orig_dtype": str(arr.dtype),
+        "orig_bands": n_bands,
+        "notes": notes,
+        "geo": geo,
+    }
     if bands is not None:
         picked = tuple(int(b) for b in bands)
         if len(picked) != 3 or not all(1 <= b <= n_bands for b in picked):
@@ -213,17 +221,17 @@ def read_image(
         if alpha_last:
             arr = arr[..., :-1]
             notes.append("alpha band dropped")
-            warnings.warn(f"{path}: alpha band dropped (if band {n_bands} is not alpha, pass "
-                          "--bands R G B to choose bands)", UserWarning, stacklevel=2)
+            warnings.warn(
+                f"{path}: alpha band dropped (if band {n_bands} is not alpha, pass --bands R G B to choose bands)",
+                UserWarning,
+                stacklevel=2,
+            )
         if arr.shape[-1] == 1:
             arr = np.repeat(arr, 3, axis=-1)
             notes.append("grayscale replicated to RGB")
-            warnings.warn(f"{path}: grayscale (1 band) replicated to RGB", UserWarning,
-                          stacklevel=2)
+            warnings.warn(f"{path}: grayscale (1 band) replicated to RGB", UserWarning, stacklevel=2)
         if arr.shape[-1] != 3:
-            raise InputError(
-                f"{path} has {n_bands} bands; pass --bands R G B (1-based) to choose the RGB bands"
-            )
+            raise InputError(f"{path} has {n_bands} bands; pass --bands R G B (1-based) to choose the RGB bands")
     if arr.dtype == np.bool_:
         arr = arr.astype(np.uint8) * 255
         notes.append("1-bit image scaled to 0/255")
@@ -278,9 +286,7 @@ def read_label(path: PathLike) -> np.ndarray:
     return _integer_label(np.ascontiguousarray(arr[..., 0]), path)
 
 
-def write_mask(
-    path: PathLike, mask: np.ndarray, meta: dict | None = None, overwrite: bool = False
-) -> None:
+def write_mask(path: PathLike, mask: np.ndarray, meta: dict | None = None, overwrite: bool = False) -> None:
     """Writes a class-index mask as a single-channel uint8 PNG (mode 'L', never 'P') or GeoTIFF.
 
     With a ``.tif``/``.tiff`` path and ``meta["geo"]`` (from :func:`read_image`), a single-band
@@ -318,14 +324,25 @@ def write_mask(
         if suffix != ".png" and geo is not None:
             rio = _rasterio()
             if rio is None:
-                raise InputError(f"writing GeoTIFF {path} needs rasterio: "
-                                 "pip install 'alignclip[geo]', or write a .png mask")
+                raise InputError(
+                    f"writing GeoTIFF {path} needs rasterio: pip install 'alignclip[geo]', or write a .png mask"
+                )
             from affine import Affine
 
             h, w = mask.shape
             transform = geo["transform"] @ Affine.scale(geo["width"] / w, geo["height"] / h)
-            with rio.open(tmp, "w", driver="GTiff", width=w, height=h, count=1, dtype="uint8",
-                          crs=geo["crs"], transform=transform, compress="deflate") as dst:
+            with rio.open(
+                tmp,
+                "w",
+                driver="GTiff",
+                width=w,
+                height=h,
+                count=1,
+                dtype="uint8",
+                crs=geo["crs"],
+                transform=transform,
+                compress="deflate",
+            ) as dst:
                 dst.write(mask, 1)
         else:
             Image.fromarray(mask).save(tmp, format="PNG" if suffix == ".png" else "TIFF")
@@ -355,8 +372,10 @@ def resize_long_side(image: np.ndarray, long_side: int = 448) -> np.ndarray:
     """
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3) or min(image.shape[:2]) < 1:
-        raise InputError(f"resize_long_side expects a [H, W, 3] uint8 image, got shape "
-                         f"{image.shape} of {image.dtype}; read it with read_image first")
+        raise InputError(
+            f"resize_long_side expects a [H, W, 3] uint8 image, got shape "
+            f"{image.shape} of {image.dtype}; read it with read_image first"
+        )
     if int(long_side) < 1:
         raise InputError(f"long_side={long_side} must be a positive integer, e.g. 448")
     h, w = image.shape[:2]

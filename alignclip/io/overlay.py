@@ -12,6 +12,8 @@ from PIL import Image, ImageDraw, ImageFont
 from alignclip.errors import InputError
 from alignclip.io.files import atomic_write
 
+__all__ = ["colorize", "default_palette", "write_overlay"]
+
 PathLike = str | os.PathLike
 
 
@@ -46,8 +48,10 @@ def colorize(mask: np.ndarray, n_classes: int, palette: np.ndarray | None = None
     """
     palette = default_palette(max(n_classes, 1)) if palette is None else np.asarray(palette)
     if palette.ndim != 2 or palette.shape[1] != 3 or palette.shape[0] < n_classes:
-        raise InputError(f"palette of shape {palette.shape} cannot colour {n_classes} classes; "
-                         f"pass a [{n_classes}, 3] uint8 array or None for the default")
+        raise InputError(
+            f"palette of shape {palette.shape} cannot colour {n_classes} classes; "
+            f"pass a [{n_classes}, 3] uint8 array or None for the default"
+        )
     lut = np.zeros((n_classes + 1, 3), np.uint8)
     lut[:n_classes] = palette[:n_classes]
     mask = np.asarray(mask).astype(np.int64)
@@ -79,10 +83,16 @@ def write_overlay(
         overwrite: replace an existing file.
     """
     image_rgb, mask, k = np.asarray(image_rgb), np.asarray(mask), len(class_names)
-    if (image_rgb.dtype != np.uint8 or image_rgb.ndim != 3 or image_rgb.shape[2] != 3
-            or mask.shape != image_rgb.shape[:2]):
-        raise InputError(f"overlay {path}: image {image_rgb.shape} {image_rgb.dtype} and mask "
-                         f"{mask.shape} must be [H, W, 3] uint8 and [H, W] of the same size")
+    if (
+        image_rgb.dtype != np.uint8
+        or image_rgb.ndim != 3
+        or image_rgb.shape[2] != 3
+        or mask.shape != image_rgb.shape[:2]
+    ):
+        raise InputError(
+            f"overlay {path}: image {image_rgb.shape} {image_rgb.dtype} and mask "
+            f"{mask.shape} must be [H, W, 3] uint8 and [H, W] of the same size"
+        )
     if not 0.0 <= alpha <= 1.0:
         raise InputError(f"overlay alpha={alpha} must be in [0, 1]")
     colours = colorize(mask, k, palette)
@@ -106,8 +116,7 @@ def write_overlay(
     lut = colorize(np.arange(k), k, palette)
     for j, c in enumerate(ids):
         x, y = w + pad, pad + j * row
-        draw.rectangle([x, y, x + size, y + size], fill=tuple(int(v) for v in lut[c]),
-                       outline="black")
+        draw.rectangle([x, y, x + size, y + size], fill=tuple(int(v) for v in lut[c]), outline="black")
         draw.text((x + size + pad, y), str(class_names[c]), fill="black", font=font)
     fmt = Image.registered_extensions().get(Path(path).suffix.lower(), "PNG")
     atomic_write(path, lambda tmp: canvas.save(tmp, format=fmt), overwrite)

@@ -11,18 +11,35 @@ from pathlib import Path
 
 import torch
 
-PACKAGES = ("alignclip", "torch", "torchvision", "open_clip_torch", "timm", "numpy", "opencv-python-headless",
-            "scikit-learn", "pillow")
+__all__ = ["PACKAGES", "code_sha256", "device_description", "git_commit", "package_versions"]
+
+PACKAGES = (
+    "alignclip",
+    "torch",
+    "torchvision",
+    "open_clip_torch",
+    "timm",
+    "numpy",
+    "opencv-python-headless",
+    "scikit-learn",
+    "pillow",
+)
 
 
 def git_commit(repo: Path | None = None) -> str | None:
     """The checkout's commit (with ``-dirty`` when files changed), or None outside a git checkout."""
     repo = repo or Path(__file__).resolve().parents[2]
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
     return sha + ("-dirty" if dirty else "")

@@ -13,8 +13,16 @@ __all__ = ["BASELINE_PROTOCOL", "METHODS", "Method", "get_method"]
 
 METHODS: dict[str, Method] = {
     m.name: m
-    for m in (clip.METHOD, maskclip.METHOD, sclip.METHOD, clearclip.METHOD, naclip.METHOD, segearth_ov.METHOD,
-              ALIGNCLIP_D, ALIGNCLIP_S)
+    for m in (
+        clip.METHOD,
+        maskclip.METHOD,
+        sclip.METHOD,
+        clearclip.METHOD,
+        naclip.METHOD,
+        segearth_ov.METHOD,
+        ALIGNCLIP_D,
+        ALIGNCLIP_S,
+    )
 }
 
 

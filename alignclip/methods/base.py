@@ -17,8 +17,9 @@ __all__ = ["BASELINE_PROTOCOL", "Method"]
 
 #: Settings under which the SegEarth-OV paper (and so Table 2) runs the training-free CLIP baselines: the same
 #: windows and OpenAI templates, no upsampler, no CLS term, no AlignCLIP module.
-BASELINE_PROTOCOL: Mapping[str, Any] = dict(sga=False, cce=False, templates="openai", upsampler="none",
-                                            cls_token_lambda=0.0)
+BASELINE_PROTOCOL: Mapping[str, Any] = dict(
+    sga=False, cce=False, templates="openai", upsampler="none", cls_token_lambda=0.0
+)
 
 
 @dataclass(frozen=True)

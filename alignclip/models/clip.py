@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +20,26 @@ from pathlib import Path
 import open_clip
 import torch
 import torch.nn.functional as F
+from open_clip.transformer import QuickGELU
 
-from alignclip.errors import ConfigError, WeightsNotFoundError
+from alignclip.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from alignclip.ops.attention import check_attention_mode, modified_attention
+
+__all__ = [
+    "CONFIG_DIR",
+    "GELU",
+    "QUICK_GELU",
+    "TINY_SEED",
+    "ClipBundle",
+    "built_activation",
+    "create_clip",
+    "is_torchscript_archive",
+    "trained_activation",
+    "dense_features",
+    "file_sha256",
+    "register_model_configs",
+    "resample_pos_embed",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +66,7 @@ class ClipBundle:
     embed_dim: int
     mean: tuple[float, float, float]  # 0-1 units
     std: tuple[float, float, float]
+    activation: str = "gelu"  # MLP activation built in both towers: "quick_gelu" or "gelu" (trained_activation)
 
     @property
     def is_random(self) -> bool:
@@ -85,81 +104,234 @@ def _resolve_name(name: str) -> str:
         return path.stem
     if name not in open_clip.list_models():
         close = [m for m in open_clip.list_models() if name.lower() in m.lower()][:8]
-        raise ConfigError(f"unknown CLIP backbone {name!r}; use an open_clip model name (e.g. ViT-B-16, tiny"
-                          f"{', ' + ', '.join(close) if close else ''}) or a path to a model-config JSON")
+        raise ConfigError(
+            f"unknown CLIP backbone {name!r}; use an open_clip model name (e.g. ViT-B-16, tiny"
+            f"{', ' + ', '.join(close) if close else ''}) or a path to a model-config JSON"
+        )
     return name
 
 
-def create_clip(name: str = "ViT-B-16", pretrained: str = "openai", device: str | torch.device = "cpu") -> ClipBundle:
-    """Build an open_clip model and load its weights.
+QUICK_GELU, GELU = "quick_gelu", "gelu"
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors", ".ckpt")
+
+
+def is_torchscript_archive(path: str | Path) -> bool:
+    """True for a TorchScript archive (OpenAI's released CLIP ``.pt`` files), False for a state dict or anything else.
+
+    Both are zip files when written by a recent ``torch.save``; only TorchScript archives hold compiled ``code/``.
+    """
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as zf:
+        return any("/code/" in name or name.startswith("code/") for name in zf.namelist())
+
+
+def trained_activation(model_name: str, pretrained: str) -> tuple[str, str]:
+    """The MLP activation the weights were trained with, and how it is known.
+
+    - an open_clip tag: its pretrained config's ``quick_gelu`` (OpenAI, MetaCLIP, DFN weights: QuickGELU);
+    - an OpenAI TorchScript archive: QuickGELU (every OpenAI CLIP was trained with it);
+    - a state-dict file or random weights: the named architecture's (``ViT-B-16-quickgelu`` has QuickGELU,
+      ``ViT-B-16`` GELU): a state dict does not record its activation (QuickGELU has no parameters).
+
+    Returns:
+        ``(activation, source)``: ``"quick_gelu"`` or ``"gelu"``, and a short phrase saying where it comes from.
+    """
+    arch = QUICK_GELU if open_clip.get_model_config(model_name).get("quick_gelu") else GELU
+    if pretrained in ("none", "", None):
+        return arch, f"architecture {model_name}"
+    path = Path(pretrained)
+    if path.suffix in _CHECKPOINT_SUFFIXES or path.exists():
+        if path.is_file() and is_torchscript_archive(path):
+            return QUICK_GELU, "OpenAI TorchScript archive"
+        return arch, f"architecture {model_name} (a state dict does not record its activation)"
+    cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+    return (QUICK_GELU if cfg.get("quick_gelu") else GELU), f"pretrained tag {model_name}/{pretrained}"
+
+
+def built_activation(model: torch.nn.Module) -> dict[str, str]:
+    """The activation of every transformer MLP in each tower: ``{"visual": ..., "text": ...}``
+    (``"quick_gelu"``, ``"gelu"``, or ``"mixed"`` if a tower has both)."""
+    out = {}
+    towers = {"visual": model.visual, "text": getattr(model, "transformer", None)}
+    for name, tower in towers.items():
+        kinds = {
+            QUICK_GELU if isinstance(m, QuickGELU) else GELU
+            for m in (tower.modules() if tower else [])
+            if isinstance(m, (QuickGELU, torch.nn.GELU))
+        }
+        out[name] = kinds.pop() if len(kinds) == 1 else ("mixed" if kinds else "none")
+    return out
+
+
+def _load_torchscript_weights(model: torch.nn.Module, path: Path, model_name: str) -> None:
+    """Copy the weights of an OpenAI TorchScript archive into ``model`` (read with ``torch.jit.load``: TorchScript
+    code, no pickled Python objects), refusing in one line an archive of another architecture."""
+    state = torch.jit.load(str(path), map_location="cpu").state_dict()
+    buffers = dict(model.named_buffers())  # non-persistent buffers (attention masks) that an archive may hold
+    for key in [
+        k
+        for k in state
+        if k in ("input_resolution", "context_length", "vocab_size") or (k in buffers and k not in model.state_dict())
+    ]:
+        state.pop(key)  # OpenAI's scalar buffers and masks the model builds itself
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # tensor shapes differ: another architecture
+        first = str(exc).split("\n")[1].strip() if "\n" in str(exc) else str(exc)
+        raise CheckpointError(
+            f"{path} is not a {model_name} checkpoint ({first}); pass the matching --backbone"
+        ) from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{path} is not a {model_name} checkpoint ({len(missing)} missing, {len(unexpected)} "
+            f"unexpected tensors, e.g. {(missing or unexpected)[0]}); pass the matching --backbone"
+        )
+
+
+def create_clip(
+    name: str = "ViT-B-16", pretrained: str = "openai", device: str | torch.device = "cpu", load_weights: bool = True
+) -> ClipBundle:
+    """Build an open_clip model with the activation its weights were trained with, and load the weights.
 
     Args:
-        name: open_clip model name (``ViT-B-16``, ``tiny``, ...) or a path to a model-config JSON file.
-        pretrained: an open_clip pretrained tag (``openai``), a local checkpoint path (state dict), or ``none``.
+        name: open_clip model name (``ViT-B-16``, ``ViT-B-16-quickgelu``, ``tiny``, ...) or a model-config JSON path.
+        pretrained: an open_clip pretrained tag (``openai``), a local checkpoint (an open_clip state dict or
+            OpenAI's TorchScript ``.pt``), or ``none`` (random weights).
         device: where to put the model.
+        load_weights: False builds the architecture ``pretrained`` implies (activation included) with random
+            weights, without reading or downloading any file but the checks (``weights_id`` is then ``"random"``).
+
+    The activation follows :func:`trained_activation`: open_clip tags and OpenAI archives carry it (OpenAI's weights
+    are QuickGELU, and ``ViT-B-16`` + ``openai`` is built with QuickGELU in both towers, as the reference code
+    loads it); for a state-dict file it is the named architecture's, so a QuickGELU state dict (OpenAI, MetaCLIP,
+    DFN) must be named ``ViT-B-16-quickgelu``: a warning says so when a ``.pt``/``.bin`` file is given with a GELU
+    architecture, and an OpenAI archive given with a GELU name is built with QuickGELU and said so.
 
     Raises:
         WeightsNotFoundError: the tag's weights are not in the local cache (offline) or the file does not exist.
     """
     model_name = _resolve_name(name)
-    quick_gelu = None
-    if pretrained in ("none", "", None):
-        with torch.random.fork_rng(devices=[]), _quiet_open_clip():  # deterministic, global RNG untouched
-            torch.manual_seed(TINY_SEED)
-            model = open_clip.create_model(model_name, pretrained=None)
-        weights_id = "random"
-    elif Path(pretrained).suffix in (".pt", ".pth", ".bin", ".safetensors", ".ckpt") or Path(pretrained).exists():
-        if not Path(pretrained).is_file():
-            raise WeightsNotFoundError(f"CLIP checkpoint {pretrained} not found; pass --pretrained with an existing "
-                                       f"state-dict file, an open_clip tag, or none")
-        model = open_clip.create_model(model_name, pretrained=str(pretrained))
-        weights_id = "sha256:" + file_sha256(pretrained)
-    else:
+    random_weights = pretrained in ("none", "", None)
+    is_file = not random_weights and (Path(pretrained).suffix in _CHECKPOINT_SUFFIXES or Path(pretrained).exists())
+    if is_file and not Path(pretrained).is_file():
+        raise WeightsNotFoundError(
+            f"CLIP checkpoint {pretrained} not found; pass --pretrained with an existing "
+            f"state-dict file, an open_clip tag, or none"
+        )
+    if not random_weights and not is_file:
         tags = open_clip.list_pretrained_tags_by_model(model_name)
         if pretrained not in tags:
-            raise ConfigError(f"unknown pretrained tag {pretrained!r} for {model_name}; valid tags: "
-                              f"{', '.join(tags) or '(none: pass a local file or none)'}")
-        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
-        quick_gelu = cfg.get("quick_gelu")
+            raise ConfigError(
+                f"unknown pretrained tag {pretrained!r} for {model_name}; valid tags: "
+                f"{', '.join(tags) or '(none: pass a local file or none)'}"
+            )
+    activation, source = trained_activation(model_name, pretrained)
+    arch_quick = bool(open_clip.get_model_config(model_name).get("quick_gelu"))
+    if is_file and activation == QUICK_GELU and not arch_quick:
+        log.warning(
+            "%s is an OpenAI TorchScript archive (trained with QuickGELU): building %s with QuickGELU",
+            pretrained,
+            model_name,
+        )
+    elif is_file and not arch_quick:
+        log.warning(
+            "the activation of state-dict %s cannot be read from the file: building %s with GELU; if the "
+            "weights were trained with QuickGELU (OpenAI, MetaCLIP, DFN), name the architecture %s-quickgelu",
+            pretrained,
+            model_name,
+            model_name,
+        )
+    kwargs = dict(force_quick_gelu=activation == QUICK_GELU)
+    if random_weights or not load_weights:
+        with torch.random.fork_rng(devices=[]), _quiet_open_clip():  # deterministic, global RNG untouched
+            torch.manual_seed(TINY_SEED)
+            model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        weights_id = "random"
+    elif is_file and is_torchscript_archive(pretrained):
+        with _quiet_open_clip():
+            model = open_clip.create_model(model_name, pretrained=None, **kwargs)
+        _load_torchscript_weights(model, Path(pretrained), model_name)
+        weights_id = "sha256:" + file_sha256(pretrained)
+    elif is_file:
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained)
+            model = open_clip.create_model(model_name, pretrained=str(pretrained), **kwargs)
+        except (RuntimeError, AssertionError, KeyError) as exc:  # open_clip's errors for another architecture
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
+            raise CheckpointError(
+                f"{pretrained} is not a {model_name} state dict ({first}); pass the matching --backbone"
+            ) from None
+        weights_id = "sha256:" + file_sha256(pretrained)
+    else:
+        cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
+        try:
+            model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
         except Exception as exc:  # offline cache miss: huggingface_hub / urllib errors vary by version
             hub = cfg.get("hf_hub") or cfg.get("url", "")
             raise WeightsNotFoundError(
                 f"CLIP weights {model_name}/{pretrained} are not available offline (looked in the Hugging Face cache "
-                f"for {hub!r}: {type(exc).__name__}); on a machine with internet run `python -c \"import open_clip; "
+                f'for {hub!r}: {type(exc).__name__}); on a machine with internet run `python -c "import open_clip; '
                 f"open_clip.create_model('{model_name}', pretrained='{pretrained}')\"` and copy ~/.cache/huggingface, "
-                f"or pass --pretrained /path/to/open_clip_pytorch_model.bin") from None
+                f"or pass --pretrained /path/to/open_clip_pytorch_model.bin"
+            ) from None
         weights_id = f"{model_name}/{pretrained}"
     model = model.to(device).eval().requires_grad_(False)
     visual = model.visual
     patch = visual.conv1.kernel_size[0]
     mean = tuple(getattr(visual, "image_mean", None) or open_clip.OPENAI_DATASET_MEAN)
     std = tuple(getattr(visual, "image_std", None) or open_clip.OPENAI_DATASET_STD)
-    log.debug("built %s (%s), quick_gelu=%s", model_name, weights_id, quick_gelu)
-    return ClipBundle(model=model, tokenizer=open_clip.get_tokenizer(model_name), name=model_name,
-                      pretrained=str(pretrained), weights_id=weights_id, patch_size=patch,
-                      embed_dim=int(visual.output_dim), mean=mean, std=std)
+    log.debug("built %s (%s), activation %s (%s)", model_name, weights_id, activation, source)
+    return ClipBundle(
+        model=model,
+        tokenizer=open_clip.get_tokenizer(model_name),
+        name=model_name,
+        pretrained=str(pretrained),
+        weights_id=weights_id,
+        patch_size=patch,
+        embed_dim=int(visual.output_dim),
+        mean=mean,
+        std=std,
+        activation=activation,
+    )
 
 
-def resample_pos_embed(pos_embed: torch.Tensor, grid_hw: tuple[int, int], num_prefix: int = 1) -> torch.Tensor:
+def resample_pos_embed(
+    pos_embed: torch.Tensor, grid_hw: tuple[int, int], num_prefix: int = 1, mode: str = "reference"
+) -> torch.Tensor:
     """Bicubically resample a ``[1 + n*n, C]`` absolute position embedding to ``grid_hw`` (prefix kept).
 
+    ``mode="reference"`` interpolates with the scale factors ``(h + 0.1) / n`` and ``(w + 0.1) / n``, as
+    SegEarth-OV's code (and DINO's) does, so the bicubic samples sit at ``(i + 0.5) · n / (h + 0.1) - 0.5``;
+    ``mode="size"`` resizes to exactly ``h x w`` (samples at ``(i + 0.5) · n / h - 0.5``). Both give ``h x w``.
     Returns ``pos_embed`` itself when the grid already matches.
     """
     n = pos_embed.shape[0] - num_prefix
     old = int(math.isqrt(n))
     if (old, old) == tuple(grid_hw):
         return pos_embed
+    if mode not in ("reference", "size"):
+        raise ConfigError(f"pos_embed_interp={mode!r} is not valid; choose reference or size")
     prefix, grid = pos_embed[:num_prefix], pos_embed[num_prefix:]
     grid = grid.reshape(1, old, old, -1).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=grid_hw, mode="bicubic", align_corners=False)
+    if mode == "reference":
+        scale = ((grid_hw[0] + 0.1) / old, (grid_hw[1] + 0.1) / old)
+        grid = F.interpolate(grid, scale_factor=scale, mode="bicubic", align_corners=False)
+    else:
+        grid = F.interpolate(grid, size=grid_hw, mode="bicubic", align_corners=False)
+    if tuple(grid.shape[-2:]) != tuple(grid_hw):  # floor((n · (h + 0.1) / n)) == h always; guard all the same
+        raise ConfigError(f"position embedding resampled to {tuple(grid.shape[-2:])}, expected {tuple(grid_hw)}")
     grid = grid.permute(0, 2, 3, 1).reshape(grid_hw[0] * grid_hw[1], -1).to(pos_embed.dtype)
     return torch.cat([prefix, grid], dim=0)
 
 
-def dense_features(visual: torch.nn.Module, images: torch.Tensor, attention: str = "segearth",
-                   drop_residual: bool = True, naclip_std: float = 5.0) -> tuple[torch.Tensor, torch.Tensor]:
+def dense_features(
+    visual: torch.nn.Module,
+    images: torch.Tensor,
+    attention: str = "segearth",
+    drop_residual: bool = True,
+    naclip_std: float = 1.0,
+    pos_embed_interp: str = "reference",
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Patch and CLS embeddings of CLIP's vision tower with a modified last block.
 
     Every block but the last runs unchanged. The last block computes its attention with ``attention`` (see
@@ -170,6 +342,8 @@ def dense_features(visual: torch.nn.Module, images: torch.Tensor, attention: str
     Args:
         visual: ``open_clip`` ``VisionTransformer`` (``model.visual``).
         images: ``[B, 3, H, W]`` CLIP-normalised, H and W multiples of the patch size.
+        naclip_std: Gaussian std (patches) of the ``naclip`` mode.
+        pos_embed_interp: :func:`resample_pos_embed`'s mode for grids other than the trained one.
 
     Returns:
         ``patch_feats [B, D, H/p, W/p]`` and ``cls_feats [B, D]`` (not normalised).
@@ -179,7 +353,9 @@ def dense_features(visual: torch.nn.Module, images: torch.Tensor, attention: str
     b, c, h, w = x.shape
     x = x.flatten(2).transpose(1, 2)
     cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(b, 1, -1)
-    x = torch.cat([cls, x], dim=1) + resample_pos_embed(visual.positional_embedding, (h, w)).to(x.dtype)
+    x = torch.cat([cls, x], dim=1) + resample_pos_embed(visual.positional_embedding, (h, w), mode=pos_embed_interp).to(
+        x.dtype
+    )
     x = visual.ln_pre(x)
     blocks = visual.transformer.resblocks
     if not visual.transformer.batch_first:

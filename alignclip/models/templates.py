@@ -88,7 +88,7 @@ _OUR_REMOTE_SENSING_TEMPLATES: list[str] = [
     "an image of the {} taken from a drone.",
     # sensor and product type
     "a satellite image of the {}.",
-    "a satellite image of a {}.",
+    "a satellite image of {}.",  # quoted in the paper's Sec. 3.1
     "an aerial image of the {}.",
     "an aerial photograph of a {}.",
     "a remote sensing image of the {}.",
@@ -152,9 +152,7 @@ def _load_template_file(path: Path) -> list[str]:
             )
         templates.append(line)
     if not templates:
-        raise InputError(
-            f"template file {path} has no templates; write one template per line, each with one '{{}}'"
-        )
+        raise InputError(f"template file {path} has no templates; write one template per line, each with one '{{}}'")
     return templates
 
 

@@ -10,6 +10,8 @@ import torch.nn.functional as F
 
 from alignclip.errors import InputError
 
+__all__ = ["ClassQueries", "build_text_embeddings", "encode_text", "parse_classes"]
+
 
 @dataclass(frozen=True)
 class ClassQueries:
@@ -40,13 +42,16 @@ def parse_classes(class_names: Sequence[str]) -> ClassQueries:
     for ci, name in enumerate(class_names):
         parts = [p.strip() for p in str(name).split(",")]
         if not any(parts) or any(not p for p in parts):
-            raise InputError(f"class {ci} ({name!r}) has an empty name; write synonyms as 'tree,forest' without "
-                             f"empty entries")
+            raise InputError(
+                f"class {ci} ({name!r}) has an empty name; write synonyms as 'tree,forest' without empty entries"
+            )
         for p in parts:
             key = p.lower()
             if key in seen:
-                raise InputError(f"duplicate class name {p!r} (in class {seen[key]} and class {ci}); every name and "
-                                 f"synonym must be unique")
+                raise InputError(
+                    f"duplicate class name {p!r} (in class {seen[key]} and class {ci}); every name and "
+                    f"synonym must be unique"
+                )
             seen[key] = ci
             queries.append(p)
             q2c.append(ci)
@@ -54,8 +59,14 @@ def parse_classes(class_names: Sequence[str]) -> ClassQueries:
 
 
 @torch.inference_mode()
-def build_text_embeddings(model: torch.nn.Module, tokenizer, queries: Sequence[str], templates: Sequence[str],
-                          device: str | torch.device = "cpu", batch_size: int = 512) -> torch.Tensor:
+def build_text_embeddings(
+    model: torch.nn.Module,
+    tokenizer,
+    queries: Sequence[str],
+    templates: Sequence[str],
+    device: str | torch.device = "cpu",
+    batch_size: int = 512,
+) -> torch.Tensor:
     """Template-averaged, L2-normalised text embeddings, one per query.
 
     For each query, every template is filled in, encoded, L2-normalised; the mean over templates is L2-normalised
@@ -67,7 +78,7 @@ def build_text_embeddings(model: torch.nn.Module, tokenizer, queries: Sequence[s
     prompts = [t.format(q) for q in queries for t in templates]
     feats = []
     for i in range(0, len(prompts), batch_size):
-        tokens = tokenizer(prompts[i:i + batch_size]).to(device)
+        tokens = tokenizer(prompts[i : i + batch_size]).to(device)
         feats.append(F.normalize(encode_text(model, tokens).float(), dim=-1))
     emb = torch.cat(feats).view(len(queries), len(templates), -1).mean(dim=1)
     return F.normalize(emb, dim=-1)

@@ -3,7 +3,7 @@
 Four learned joint-bilateral steps double the patch features (14 -> 28 -> 56 -> 112 -> 224 for a
 224 crop); each upsamples bicubically and refines with per-pixel kernels predicted from the guidance
 image. Pure PyTorch: the adaptive convolution runs as batched matmuls over small tiles
-(:func:`adaptive_conv`), on CPU and GPU alike, without FeatUp's custom CUDA op.
+(:func:`alignclip.ops.jbu.adaptive_conv`), on CPU and GPU alike, without FeatUp's custom CUDA op.
 
 Parameter names follow the released checkpoints, so Lightning files from SegEarth-OV
 (``xclip_jbu_one_million_aid.ckpt``) and FeatUp (``clip_jbu_stack_cocostuff.ckpt``) load strictly.
@@ -22,12 +22,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
-from alignclip.ops.jbu import (  # noqa: F401 - adaptive_conv is part of this module's API
-    FactoredFeatures,
-    adaptive_conv,
-    bicubic_resize,
-    neighbour_dot_products,
-)
+from alignclip.ops.jbu import FactoredFeatures, adaptive_conv, bicubic_resize, neighbour_dot_products
+
+__all__ = [
+    "CHECKPOINT_PREFIX",
+    "UPSAMPLER_NAMES",
+    "JBULearnedRange",
+    "JBUOne",
+    "JBUStack",
+    "build_upsampler",
+    "load_upsampler_checkpoint",
+]
 
 UPSAMPLER_NAMES = ("jbu_one", "jbu_stack", "none")
 CHECKPOINT_PREFIX = "upsampler."
@@ -90,8 +95,14 @@ class JBULearnedRange(nn.Module):
         """
         taps = (2 * self.radius + 1) ** 2
         key_dim, guidance_dim = self.range_proj[0].out_channels, self.range_proj[0].in_channels
-        per_pixel = (guidance_dim * key_dim + key_dim * key_dim + taps * key_dim
-                     + (taps + guidance_dim) * taps + taps * taps + taps * channels)
+        per_pixel = (
+            guidance_dim * key_dim
+            + key_dim * key_dim
+            + taps * key_dim
+            + (taps + guidance_dim) * taps
+            + taps * taps
+            + taps * channels
+        )
         return 2 * batch * height * width * per_pixel
 
     def forward(self, source: Tensor, guidance: Tensor) -> Tensor:
@@ -118,9 +129,7 @@ class _JBUChain(nn.Module, ABC):
       need ``[H*W, h*w]`` products only (:func:`~alignclip.ops.jbu.cosine_logits`).
     """
 
-    def __init__(
-        self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True
-    ) -> None:
+    def __init__(self, feat_dim: int = 512, fold_final_proj: bool = True, operator_matmul: bool = True) -> None:
         """
         Args:
             feat_dim: Feature channels C (512 for CLIP ViT-B/16).
@@ -224,8 +233,7 @@ class _JBUChain(nn.Module, ABC):
         batch, channels = x.shape[:2]
         size = (x.shape[-2] * 16, x.shape[-1] * 16)
         coeffs = x.reshape(batch, channels, -1).mT  # [B, h*w, C]
-        features = FactoredFeatures(self._operator(x, guidance), coeffs,
-                                    0.1 * conv.bias if fold else None, size)
+        features = FactoredFeatures(self._operator(x, guidance), coeffs, 0.1 * conv.bias if fold else None, size)
         if factored and fold:
             return features
         out = features.dense()
@@ -323,9 +331,7 @@ def load_upsampler_checkpoint(module: nn.Module, path: str | Path) -> None:
     module.load_state_dict(state, strict=True)
 
 
-def build_upsampler(
-    name: str, feat_dim: int = 512, checkpoint: str | Path | None = None
-) -> nn.Module | None:
+def build_upsampler(name: str, feat_dim: int = 512, checkpoint: str | Path | None = None) -> nn.Module | None:
     """Build a feature upsampler by name, in eval mode.
 
     Args:

@@ -82,11 +82,15 @@ class VFM(nn.Module):
         super().__init__()
         last = model.blocks[-1]
         if family == "vit" and not isinstance(last.attn, TimmAttention):
-            raise ConfigError(f"VFM '{name}': last block attention {type(last.attn).__name__} is "
-                              "not timm's plain Attention; use a standard timm ViT")
+            raise ConfigError(
+                f"VFM '{name}': last block attention {type(last.attn).__name__} is "
+                "not timm's plain Attention; use a standard timm ViT"
+            )
         if family == "sam" and (last.window_size != 0 or last.attn.rope is not None):
-            raise ConfigError(f"VFM '{name}': the last SAM block must use global attention without "
-                              "RoPE; put the last block index in global_attn_indexes")
+            raise ConfigError(
+                f"VFM '{name}': the last SAM block must use global attention without "
+                "RoPE; put the last block index in global_attn_indexes"
+            )
         self.model = model.eval().requires_grad_(False)
         self.name = name
         self.family = family
@@ -131,8 +135,9 @@ class VFM(nn.Module):
             is another floating dtype.
         """
         if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"VFM.prepare expects images [B, 3, H, W], got {tuple(images.shape)}; "
-                             "pass a batch of RGB images")
+            raise InputError(
+                f"VFM.prepare expects images [B, 3, H, W], got {tuple(images.shape)}; pass a batch of RGB images"
+            )
         dtype = images.dtype if images.is_floating_point() else torch.float32
         x = images.float()
         c_mean = torch.as_tensor(clip_mean, dtype=torch.float32, device=x.device).view(1, 3, 1, 1)
@@ -145,29 +150,43 @@ class VFM(nn.Module):
         else:
             target = (int(size[0]), int(size[1])) if isinstance(size, Sequence) else (int(size),) * 2
         if target[0] % self.patch_size or target[1] % self.patch_size:
-            raise InputError(f"VFM '{self.name}' input {target[0]}x{target[1]} is not a multiple "
-                             f"of its patch size {self.patch_size}; pass size=k*{self.patch_size}")
+            raise InputError(
+                f"VFM '{self.name}' input {target[0]}x{target[1]} is not a multiple "
+                f"of its patch size {self.patch_size}; pass size=k*{self.patch_size}"
+            )
         if tuple(x.shape[-2:]) != target:
             x = F.interpolate(x, size=target, mode="bilinear", align_corners=False)
         return x.to(dtype)
 
     def _check_images(self, images: Tensor) -> tuple[int, int]:
         if images.ndim != 4 or images.shape[1] != 3:
-            raise InputError(f"VFM '{self.name}' expects images [B, 3, H, W], got "
-                             f"{tuple(images.shape)}; use vfm.prepare(...) to build its input")
+            raise InputError(
+                f"VFM '{self.name}' expects images [B, 3, H, W], got "
+                f"{tuple(images.shape)}; use vfm.prepare(...) to build its input"
+            )
         height, width = images.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
-            raise InputError(f"VFM '{self.name}' input {height}x{width} is not a multiple of its "
-                             f"patch size {self.patch_size}; resize with vfm.prepare(..., size=S)")
+            raise InputError(
+                f"VFM '{self.name}' input {height}x{width} is not a multiple of its "
+                f"patch size {self.patch_size}; resize with vfm.prepare(..., size=S)"
+            )
         return self.grid_size(height, width)
 
-    def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def _run(self, images: Tensor, features: str = "encoder") -> tuple[Tensor, Tensor]:
         """Run the model once, capturing the last block's normalised input.
+
+        Args:
+            features: ``"encoder"`` (the last block's tokens) or, for SAM, ``"neck"`` (the 256-d output of SAM's
+                convolutional neck, the image embedding its mask decoder reads).
 
         Returns:
             ``(patch_feats [B, h, w, D], normed [B, T, D])``: ``normed`` is ``blocks[-1].norm1``'s
             output over all T tokens (prefix tokens first for the ``vit`` family).
         """
+        if features not in ("encoder", "neck"):
+            raise ConfigError(f"vfm_features={features!r} is not valid; choose encoder or neck")
+        if features == "neck" and self.family != "sam":
+            raise ConfigError(f"vfm_features='neck' needs a SAM model; VFM '{self.name}' has no neck (use encoder)")
         grid = self._check_images(images)
         last = self.model.blocks[-1]
         captured: dict[str, Tensor] = {}
@@ -182,10 +201,11 @@ class VFM(nn.Module):
                 hook.remove()
         batch = images.shape[0]
         if self.family == "vit":  # forward_features ends with the final LayerNorm
-            feats = tokens[:, self.num_prefix_tokens:]
+            feats = tokens[:, self.num_prefix_tokens :].reshape(batch, grid[0], grid[1], self.embed_dim)
+        elif features == "neck":  # SAM's neck output [B, 256, h, w]
+            feats = tokens.permute(0, 2, 3, 1)
         else:  # SAM: block output before the neck (768-d for ViT-B); SAM has no final norm
-            feats = captured["block_out"]
-        feats = feats.reshape(batch, grid[0], grid[1], self.embed_dim)
+            feats = captured["block_out"].reshape(batch, grid[0], grid[1], self.embed_dim)
         normed = captured["normed"].reshape(batch, -1, self.embed_dim)
         return feats, normed
 
@@ -206,9 +226,7 @@ class VFM(nn.Module):
         k = attn.k_norm(qkv[:, :, 1, head])
         logits = (q.float() * attn.scale) @ k.float().transpose(1, 2)
         if self.family == "sam" and attn.use_rel_pos:
-            logits = logits + get_decomposed_rel_pos_bias(
-                q, attn.rel_pos_h, attn.rel_pos_w, grid, grid
-            ).float()
+            logits = logits + get_decomposed_rel_pos_bias(q, attn.rel_pos_h, attn.rel_pos_w, grid, grid).float()
         return logits.softmax(dim=-1)
 
     @torch.no_grad()
@@ -230,12 +248,14 @@ class VFM(nn.Module):
         return torch.stack(heads, dim=1)
 
     @torch.no_grad()
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, images: Tensor, features: str = "encoder") -> tuple[Tensor, Tensor]:
         """Patch features F and last-block attention A of CCE (Eq. 9-12).
 
         Args:
             images: Images [B, 3, H, W] normalised with ``self.mean``/``self.std``, sides
                 multiples of ``patch_size`` (see :meth:`prepare`).
+            features: ``"encoder"`` or, for SAM only, ``"neck"`` (F after SAM's neck, D = 256; A is
+                always the last encoder block's attention).
 
         Returns:
             ``(patch_feats, attn)``:
@@ -248,7 +268,7 @@ class VFM(nn.Module):
               (row-major over the h x w grid). For models with a CLS token the rows do NOT sum to
               1 (the CLS column is dropped) and are not renormalised here; entries are in [0, 1].
         """
-        feats, normed = self._run(images)
+        feats, normed = self._run(images, features)
         grid = (feats.shape[1], feats.shape[2])
         qkv = self._qkv(normed)  # once for all heads
         total = self._head_attention(qkv, grid, 0)

@@ -3,8 +3,7 @@
 ``VFM_SPECS`` maps each VFM name (``list_vfms()``) to its family, timm tag and native size;
 ``build_timm_model`` creates a named timm model with default (Hugging Face cache, never downloaded in
 offline mode), random or local-file weights; ``build_tiny_model`` makes the tiny random test models.
-:func:`alignclip.models.vfm.create_vfm` calls these and wraps the result; :mod:`alignclip.models.vfm`
-re-exports ``list_vfms``.
+:func:`alignclip.models.vfm.create_vfm` calls these and wraps the result.
 """
 
 from __future__ import annotations
@@ -50,12 +49,25 @@ def build_tiny_model(family: str) -> nn.Module:
     """Tiny random model of the given family (about 0.1 M parameters)."""
     if family == "vit":
         return VisionTransformer(
-            img_size=224, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=0,
+            img_size=224,
+            patch_size=16,
+            embed_dim=64,
+            depth=2,
+            num_heads=4,
+            num_classes=0,
             dynamic_img_size=True,
         )
     model = VisionTransformerSAM(
-        img_size=224, patch_size=16, embed_dim=64, depth=2, num_heads=4, num_classes=0,
-        window_size=7, global_attn_indexes=(1,), use_rel_pos=True, neck_chans=32,
+        img_size=224,
+        patch_size=16,
+        embed_dim=64,
+        depth=2,
+        num_heads=4,
+        num_classes=0,
+        window_size=7,
+        global_attn_indexes=(1,),
+        use_rel_pos=True,
+        neck_chans=32,
     )
     # SAM initialises its relative position tables to zero; draw them so the bias is exercised.
     for block in model.blocks:
@@ -68,7 +80,7 @@ def _missing_default_message(name: str, tag: str, where: str) -> str:
     return (
         f"pretrained weights of VFM '{name}' (timm tag '{tag}', Hugging Face repo "
         f"'timm/{tag}', file {' or '.join(_HF_WEIGHT_FILES)}) are not in the Hugging Face cache "
-        f"{where} and cannot be downloaded here; run `python -c \"import timm; timm.create_model("
+        f'{where} and cannot be downloaded here; run `python -c "import timm; timm.create_model('
         f"'{tag}', pretrained=True)\"` on a machine with internet to fill the Hugging Face cache "
         "(~/.cache/huggingface), or pass --vfm-pretrained /path/to/weights.{pth,safetensors}"
     )
@@ -99,9 +111,7 @@ def build_timm_model(name: str, spec: VFMSpec, pretrained: str) -> nn.Module:
         except (OSError, ConnectionError) as err:  # LocalEntryNotFoundError, HTTP errors, offline
             raise WeightsNotFoundError(_missing_default_message(name, tag, where)) from err
     try:
-        return timm.create_model(
-            tag, pretrained=True, pretrained_cfg_overlay={"file": pretrained}, **kwargs
-        )
+        return timm.create_model(tag, pretrained=True, pretrained_cfg_overlay={"file": pretrained}, **kwargs)
     except (RuntimeError, KeyError, ValueError, OSError) as err:
         raise CheckpointError(
             f"VFM weights file '{pretrained}' does not fit timm '{tag}' ({type(err).__name__}: "

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from alignclip.errors import ConfigError
 
+__all__ = ["ATTENTION_MODES", "attention_weights", "check_attention_mode", "modified_attention", "naclip_bias"]
+
 ATTENTION_MODES: tuple[str, ...] = ("vanilla", "maskclip", "sclip", "clearclip", "naclip", "segearth")
 
 
@@ -35,8 +37,13 @@ def check_attention_mode(mode: str) -> str:
     return mode
 
 
-def naclip_bias(grid_hw: tuple[int, int], std: float = 5.0, num_prefix_tokens: int = 1,
-                device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def naclip_bias(
+    grid_hw: tuple[int, int],
+    std: float = 1.0,
+    num_prefix_tokens: int = 1,
+    device: torch.device | str = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
     """Gaussian neighbourhood bias of NACLIP, added to the k kᵀ logits.
 
     ``bias[i, j] = exp(-||pos_i - pos_j||² / (2 std²))`` for patch tokens i, j on a ``grid_hw`` grid (positions in
@@ -46,8 +53,11 @@ def naclip_bias(grid_hw: tuple[int, int], std: float = 5.0, num_prefix_tokens: i
         ``[L, L]`` tensor with ``L = num_prefix_tokens + h * w``.
     """
     h, w = grid_hw
-    ys, xs = torch.meshgrid(torch.arange(h, device=device, dtype=torch.float32),
-                            torch.arange(w, device=device, dtype=torch.float32), indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=torch.float32),
+        torch.arange(w, device=device, dtype=torch.float32),
+        indexing="ij",
+    )
     pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], dim=1)  # [N, 2]
     d2 = torch.cdist(pos, pos).pow(2)
     gauss = torch.exp(-d2 / (2.0 * std * std))
@@ -57,14 +67,21 @@ def naclip_bias(grid_hw: tuple[int, int], std: float = 5.0, num_prefix_tokens: i
     return out.to(dtype)
 
 
-def _sdpa(a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float,
-          bias: torch.Tensor | None = None) -> torch.Tensor:
+def _sdpa(
+    a: torch.Tensor, b: torch.Tensor, v: torch.Tensor, scale: float, bias: torch.Tensor | None = None
+) -> torch.Tensor:
     """softmax(a bᵀ · scale + bias) v with PyTorch's fused kernel."""
     return F.scaled_dot_product_attention(a, b, v, attn_mask=bias, scale=scale)
 
 
-def modified_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str,
-                       grid_hw: tuple[int, int] | None = None, naclip_std: float = 5.0) -> torch.Tensor:
+def modified_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mode: str,
+    grid_hw: tuple[int, int] | None = None,
+    naclip_std: float = 1.0,
+) -> torch.Tensor:
     """Attention output of one of the last-block modes (see the module docstring; ``segearth`` is Eq. 2).
 
     Args:
@@ -95,8 +112,14 @@ def modified_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: 
     return _sdpa(k, k, v, scale, bias)
 
 
-def attention_weights(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mode: str,
-                      grid_hw: tuple[int, int] | None = None, naclip_std: float = 5.0) -> torch.Tensor:
+def attention_weights(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mode: str,
+    grid_hw: tuple[int, int] | None = None,
+    naclip_std: float = 1.0,
+) -> torch.Tensor:
     """Explicit ``[B, H, L, L]`` weight matrix W of a mode, such that the output is ``W @ v``.
 
     Reference implementation for tests and analysis (materialises L×L); :func:`modified_attention` is the fast path.

@@ -11,7 +11,18 @@ import torch.nn.functional as F
 
 from alignclip.errors import ConfigError, InputError
 
-AFFINITIES: tuple[str, ...] = ("attention", "cosine")
+__all__ = [
+    "AFFINITIES",
+    "cluster_mask",
+    "cosine_affinity",
+    "fuse_logits",
+    "product_affinity",
+    "propagate_within_clusters",
+]
+
+#: Affinities A of Eq. 11: the VFM's last-layer ``attention`` (Sec. 3.3), the ``cosine`` similarity of its features
+#: (negatives clamped), or their raw ``product`` F Fᵀ (Algorithm 2 as written).
+AFFINITIES: tuple[str, ...] = ("attention", "cosine", "product")
 
 
 def cluster_mask(cluster_ids: torch.Tensor) -> torch.Tensor:
@@ -26,18 +37,24 @@ def cluster_mask(cluster_ids: torch.Tensor) -> torch.Tensor:
     return cluster_ids.unsqueeze(-1) == cluster_ids.unsqueeze(-2)
 
 
-def propagate_within_clusters(affinity: torch.Tensor, cluster_ids: torch.Tensor,
-                              logits: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+def propagate_within_clusters(
+    affinity: torch.Tensor, cluster_ids: torch.Tensor, logits: torch.Tensor, eps: float = 1e-12, power: float = 1.0
+) -> torch.Tensor:
     """Propagate logits along affinities restricted to each cluster (Eq. 11-12).
 
     ``Â = A ⊙ M`` (Eq. 11) is row-normalised (the "Norm" of Eq. 12: each row sums to 1, so every output is a weighted
     average of the logits of patches in the same cluster) and applied to the logits: ``Ŝ = Norm(Â) S'``.
+    With ``power != 1`` the masked affinity is first raised to that power, ``Norm(Â^power)`` (negative entries set
+    to 0 first), as the affinity-propagation helpers of weakly supervised segmentation do (PSA: power 8): larger
+    powers concentrate each patch's average on its most similar neighbours.
 
     Args:
-        affinity: ``[..., N, N]`` non-negative affinities (VFM attention or clamped cosine similarity).
+        affinity: ``[..., N, N]`` affinities: non-negative (VFM attention, clamped cosine) or signed (the raw
+            product F Fᵀ; its rows are then normalised by their signed sums, as Algorithm 2 writes it).
         cluster_ids: ``[..., N]`` cluster assignment.
         logits: ``[..., N, K]`` patch logits S'.
         eps: guards rows whose masked affinities sum to 0 (they then return 0).
+        power: exponent of the masked affinity before normalising (1 = Eq. 12 as written).
 
     Returns:
         ``[..., N, K]`` refined logits Ŝ.
@@ -46,9 +63,14 @@ def propagate_within_clusters(affinity: torch.Tensor, cluster_ids: torch.Tensor,
         raise InputError(f"affinity {tuple(affinity.shape)} must be [N, N] and logits {tuple(logits.shape)} [N, K]")
     if cluster_ids.shape[-1] != affinity.shape[-1]:
         raise InputError(f"cluster_ids {tuple(cluster_ids.shape)} must have N={affinity.shape[-1]} entries")
+    if not power > 0:
+        raise ConfigError(f"affinity_power={power} must be > 0 (1 = Eq. 12 as written; PSA uses 8)")
     masked = affinity * cluster_mask(cluster_ids).to(affinity.dtype)
-    masked = masked / masked.sum(dim=-1, keepdim=True).clamp_min(eps)
-    return masked @ logits.to(masked.dtype)
+    if power != 1.0:
+        masked = masked.clamp_min(0.0).pow(power)
+    total = masked.sum(dim=-1, keepdim=True)
+    total = torch.where(total.abs() < eps, torch.full_like(total, float("inf")), total)  # empty rows -> 0
+    return (masked / total) @ logits.to(masked.dtype)
 
 
 def cosine_affinity(feats: torch.Tensor) -> torch.Tensor:
@@ -62,6 +84,19 @@ def cosine_affinity(feats: torch.Tensor) -> torch.Tensor:
     """
     f = F.normalize(feats.float(), dim=-1)
     return (f @ f.transpose(-1, -2)).clamp_min(0.0)
+
+
+def product_affinity(feats: torch.Tensor) -> torch.Tensor:
+    """The raw feature product ``F Fᵀ`` of Algorithm 2 (no normalisation, no clamping).
+
+    Args:
+        feats: ``[..., N, D]`` VFM patch features as the VFM returns them.
+
+    Returns:
+        ``[..., N, N]`` (signed; of the order of the squared feature norms).
+    """
+    f = feats.float()
+    return f @ f.transpose(-1, -2)
 
 
 def fuse_logits(refined: torch.Tensor, upsampled: torch.Tensor, beta: float) -> torch.Tensor:

@@ -27,14 +27,22 @@ import torch
 from alignclip.errors import ConfigError, InputError
 from alignclip.ops.postprocess import label_dtype
 
-__all__ = ["CRF_DEFAULTS", "PIP_COMMAND", "check_crf_params", "crf_available", "dense_crf", "dense_crf_marginals",
-           "require_densecrf"]
+__all__ = [
+    "CRF_DEFAULTS",
+    "PIP_COMMAND",
+    "check_crf_params",
+    "crf_available",
+    "dense_crf",
+    "dense_crf_marginals",
+    "require_densecrf",
+]
 
 PIP_COMMAND = "pip install pydensecrf2==1.1"
 
 #: Default CRF parameters (Krähenbühl & Koltun's reference example; the paper gives none).
-CRF_DEFAULTS: dict[str, float] = dict(n_iter=10, sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=80.0,
-                                      srgb=13.0, compat_bilateral=10.0)
+CRF_DEFAULTS: dict[str, float] = dict(
+    n_iter=10, sxy_gaussian=3.0, compat_gaussian=3.0, sxy_bilateral=80.0, srgb=13.0, compat_bilateral=10.0
+)
 _EPS = 1e-8
 
 
@@ -43,8 +51,10 @@ def require_densecrf():
     try:
         import pydensecrf.densecrf as dcrf
     except ImportError:
-        raise ImportError(f"dense CRF needs the optional package pydensecrf (not found in {sys.executable}); "
-                          f"install it with `{PIP_COMMAND}` (builds with gcc in ~1 min)") from None
+        raise ImportError(
+            f"dense CRF needs the optional package pydensecrf (not found in {sys.executable}); "
+            f"install it with `{PIP_COMMAND}` (builds with gcc in ~1 min)"
+        ) from None
     return dcrf
 
 
@@ -74,9 +84,16 @@ def check_crf_params(params: dict[str, Any]) -> dict[str, float]:
     return {k: (int(v) if k == "n_iter" else float(v)) for k, v in full.items()}
 
 
-def dense_crf_marginals(image_rgb: np.ndarray, probs: np.ndarray | torch.Tensor, n_iter: int = 10,
-                        sxy_gaussian: float = 3.0, compat_gaussian: float = 3.0, sxy_bilateral: float = 80.0,
-                        srgb: float = 13.0, compat_bilateral: float = 10.0) -> np.ndarray:
+def dense_crf_marginals(
+    image_rgb: np.ndarray,
+    probs: np.ndarray | torch.Tensor,
+    n_iter: int = 10,
+    sxy_gaussian: float = 3.0,
+    compat_gaussian: float = 3.0,
+    sxy_bilateral: float = 80.0,
+    srgb: float = 13.0,
+    compat_bilateral: float = 10.0,
+) -> np.ndarray:
     """Mean-field marginals of the fully connected CRF (Krähenbühl & Koltun 2011, Eq. 1-3 and Alg. 1).
 
     Args:
@@ -93,17 +110,33 @@ def dense_crf_marginals(image_rgb: np.ndarray, probs: np.ndarray | torch.Tensor,
     Returns:
         ``[K, H, W]`` float32 marginals (sum to 1 over K).
     """
-    p = check_crf_params(dict(n_iter=n_iter, sxy_gaussian=sxy_gaussian, compat_gaussian=compat_gaussian,
-                              sxy_bilateral=sxy_bilateral, srgb=srgb, compat_bilateral=compat_bilateral))
-    if not isinstance(image_rgb, np.ndarray) or image_rgb.ndim != 3 or image_rgb.shape[2] != 3 \
-            or image_rgb.dtype != np.uint8:
-        raise InputError(f"image_rgb must be an RGB uint8 array [H, W, 3], got {type(image_rgb).__name__} "
-                         f"{getattr(image_rgb, 'shape', None)} {getattr(image_rgb, 'dtype', '')}")
+    p = check_crf_params(
+        dict(
+            n_iter=n_iter,
+            sxy_gaussian=sxy_gaussian,
+            compat_gaussian=compat_gaussian,
+            sxy_bilateral=sxy_bilateral,
+            srgb=srgb,
+            compat_bilateral=compat_bilateral,
+        )
+    )
+    if (
+        not isinstance(image_rgb, np.ndarray)
+        or image_rgb.ndim != 3
+        or image_rgb.shape[2] != 3
+        or image_rgb.dtype != np.uint8
+    ):
+        raise InputError(
+            f"image_rgb must be an RGB uint8 array [H, W, 3], got {type(image_rgb).__name__} "
+            f"{getattr(image_rgb, 'shape', None)} {getattr(image_rgb, 'dtype', '')}"
+        )
     probs = probs.detach().float().cpu().numpy() if isinstance(probs, torch.Tensor) else np.asarray(probs)
     h, w = image_rgb.shape[:2]
     if probs.ndim != 3 or probs.shape[1:] != (h, w) or probs.shape[0] < 1:
-        raise InputError(f"probs must be [K, H, W] = [K, {h}, {w}] (the image's size), got {probs.shape}; resize "
-                         f"the probabilities to the image first (see crf_labels)")
+        raise InputError(
+            f"probs must be [K, H, W] = [K, {h}, {w}] (the image's size), got {probs.shape}; resize "
+            f"the probabilities to the image first (see crf_labels)"
+        )
     if not np.isfinite(probs).all() or (probs < 0).any():
         raise InputError("probs hold negative or non-finite values; pass probabilities (softmax output), not logits")
     k = probs.shape[0]
@@ -122,12 +155,18 @@ def dense_crf_marginals(image_rgb: np.ndarray, probs: np.ndarray | torch.Tensor,
     return np.asarray(crf.inference(p["n_iter"]), dtype=np.float32).reshape(k, h, w)
 
 
-def dense_crf(image_rgb: np.ndarray, probs: np.ndarray | torch.Tensor, n_iter: int = 10, sxy_gaussian: float = 3.0,
-              compat_gaussian: float = 3.0, sxy_bilateral: float = 80.0, srgb: float = 13.0,
-              compat_bilateral: float = 10.0) -> np.ndarray:
+def dense_crf(
+    image_rgb: np.ndarray,
+    probs: np.ndarray | torch.Tensor,
+    n_iter: int = 10,
+    sxy_gaussian: float = 3.0,
+    compat_gaussian: float = 3.0,
+    sxy_bilateral: float = 80.0,
+    srgb: float = 13.0,
+    compat_bilateral: float = 10.0,
+) -> np.ndarray:
     """Labels ``[H, W]`` (argmax of :func:`dense_crf_marginals`; same arguments) of a ``[K, H, W]`` map."""
-    q = dense_crf_marginals(image_rgb, probs, n_iter, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb,
-                            compat_bilateral)
+    q = dense_crf_marginals(
+        image_rgb, probs, n_iter, sxy_gaussian, compat_gaussian, sxy_bilateral, srgb, compat_bilateral
+    )
     return q.argmax(axis=0).astype(label_dtype(q.shape[0]))
-
-

@@ -21,6 +21,19 @@ from torch import Tensor
 
 from alignclip.errors import InputError
 
+__all__ = [
+    "CHUNK_BYTES",
+    "TILE",
+    "ChunkFn",
+    "FactoredFeatures",
+    "adaptive_conv",
+    "adaptive_conv_reference",
+    "bicubic_resize",
+    "cosine_logits",
+    "neighbour_dot_products",
+    "neighbour_dot_products_reference",
+]
+
 TILE = 8  # output tile side (fastest of 4/8/16 on a 2-core AVX-512 CPU)
 CHUNK_BYTES = 16 * 2**20  # patches + weights of one batch of tiles (16 MiB beat 64 and 256)
 
@@ -56,8 +69,9 @@ def _tile_chunks(rows: int, cols: int, max_tiles: int) -> Iterator[tuple[int, in
 ChunkFn = Callable[[int, int, int, int, int, Tensor], Tensor]
 
 
-def _tiled(x: Tensor, radius: int, height: int, width: int, out_channels: int, tile: int,
-           chunk_bytes: int, fn: ChunkFn) -> Tensor:
+def _tiled(
+    x: Tensor, radius: int, height: int, width: int, out_channels: int, tile: int, chunk_bytes: int, fn: ChunkFn
+) -> Tensor:
     """Run ``fn`` on chunks of tiles of the padded input ``x`` [B, C, H+2r, W+2r].
 
     ``fn(b, r0, r1, c0, c1, patches)`` gets the patches ``[n, P*P, C]`` of tiles ``r0:r1, c0:c1``
@@ -115,9 +129,7 @@ def _check_adaptive_conv_shapes(x: Tensor, kernel: Tensor) -> int:
     return radius
 
 
-def adaptive_conv(
-    x: Tensor, kernel: Tensor, *, tile: int = TILE, chunk_bytes: int = CHUNK_BYTES
-) -> Tensor:
+def adaptive_conv(x: Tensor, kernel: Tensor, *, tile: int = TILE, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
     """Per-pixel adaptive convolution: one kernel per output pixel, shared by all channels.
 
     ``out[b, c, y, x] = sum_{i,j} x[b, c, y + i, x + j] * kernel[b, i * d + j, y, x]``, d = 2r + 1.
@@ -164,9 +176,7 @@ def adaptive_conv_reference(x: Tensor, kernel: Tensor) -> Tensor:
     return out
 
 
-def neighbour_dot_products(
-    keys: Tensor, radius: int, *, tile: int = TILE, chunk_bytes: int = CHUNK_BYTES
-) -> Tensor:
+def neighbour_dot_products(keys: Tensor, radius: int, *, tile: int = TILE, chunk_bytes: int = CHUNK_BYTES) -> Tensor:
     """Dot products of each pixel's key with its reflect-padded ``(2r+1)**2`` neighbours.
 
     ``out[b, y, x, i * d + j] = <keys[b, :, y, x], padded[b, :, y + i, x + j]>``: per tile, the
@@ -218,12 +228,15 @@ def _bicubic_matrix(in_size: int, out_size: int, device: torch.device, dtype: to
     src = (torch.arange(out_size, dtype=torch.float64) + 0.5) * (in_size / out_size) - 0.5
     base = torch.floor(src)
     t = src - base
-    weights = torch.stack([  # taps at base - 1, base, base + 1, base + 2
-        ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
-        ((a + 2) * t - (a + 3)) * t * t + 1,
-        ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
-        ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
-    ], dim=1)
+    weights = torch.stack(
+        [  # taps at base - 1, base, base + 1, base + 2
+            ((a * (t + 1) - 5 * a) * (t + 1) + 8 * a) * (t + 1) - 4 * a,
+            ((a + 2) * t - (a + 3)) * t * t + 1,
+            ((a + 2) * (1 - t) - (a + 3)) * (1 - t) * (1 - t) + 1,
+            ((a * (2 - t) - 5 * a) * (2 - t) + 8 * a) * (2 - t) - 4 * a,
+        ],
+        dim=1,
+    )
     index = (base.long()[:, None] + torch.arange(-1, 3)).clamp(0, in_size - 1)
     matrix = torch.zeros(out_size, in_size, dtype=torch.float64)
     matrix.scatter_add_(1, index, weights)
@@ -302,8 +315,7 @@ class FactoredFeatures:
         return out.view(batch, height, width, channels).permute(0, 3, 1, 2)
 
 
-def cosine_logits(features: Tensor | FactoredFeatures, text_embeds: Tensor,
-                  eps: float = 1e-12) -> Tensor:
+def cosine_logits(features: Tensor | FactoredFeatures, text_embeds: Tensor, eps: float = 1e-12) -> Tensor:
     """Cosine similarity of every pixel's feature with every text embedding (Eq. 13's S_up).
 
     Equals ``einsum('bchw,bqc->bqhw', F.normalize(features, dim=1), text_embeds)``; the text

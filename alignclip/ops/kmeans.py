@@ -12,7 +12,10 @@ from torch import Tensor
 
 from alignclip.errors import ConfigError, InputError
 
-__all__ = ["kmeans", "sq_distances"]
+__all__ = ["KMEANS_INITS", "kmeans", "sq_distances"]
+
+#: Initialisations: seeded ``random`` distinct points, or ``kmeans++`` (Arthur & Vassilvitskii, 2007).
+KMEANS_INITS: tuple[str, ...] = ("random", "kmeans++")
 
 
 def sq_distances(x: Tensor, centroids: Tensor) -> Tensor:
@@ -47,6 +50,38 @@ def _initial_indices(n_points: int, n_clusters: int, n_init: int, seed: int) -> 
     return order[:, :n_clusters]
 
 
+def _kmeanspp_centroids(points: Tensor, n_clusters: int, n_init: int, seed: int) -> Tensor:
+    """k-means++ seeding of every run: the first centroid uniformly, each next one with probability proportional
+    to the squared distance to the nearest centroid chosen so far.
+
+    The uniform draws come from one seeded CPU generator ([n_init, K_c], the same for every batch element) and are
+    turned into indices on the points' device by inverse-CDF search, so CPU and CUDA choose alike and nothing is
+    read back to the host. The loop runs over the K_c clusters only.
+
+    Args:
+        points: ``[B * n_init, N, D]`` (restart r of element b is row ``b * n_init + r``).
+
+    Returns:
+        ``[B * n_init, K_c, D]`` initial centroids.
+    """
+    runs, n_points, dim = points.shape
+    gen = torch.Generator(device="cpu").manual_seed(int(seed))
+    u = torch.rand(n_init, n_clusters, generator=gen, dtype=torch.float64).to(points.device)
+    u = u.repeat(runs // n_init, 1)  # [R, K]
+    first = (u[:, 0] * n_points).long().clamp_max(n_points - 1)
+    chosen = [points[torch.arange(runs, device=points.device), first]]  # each [R, D]
+    nearest = sq_distances(points, chosen[0].unsqueeze(1)).squeeze(-1)  # [R, N]
+    for k in range(1, n_clusters):
+        cdf = nearest.double().cumsum(dim=1)
+        target = u[:, k : k + 1] * cdf[:, -1:]
+        idx = torch.searchsorted(cdf, target).squeeze(1).clamp_max(n_points - 1)  # [R]
+        # all points coincide with the centroids: fall back to the uniform index
+        idx = torch.where(cdf[:, -1] > 0, idx, (u[:, k] * n_points).long().clamp_max(n_points - 1))
+        chosen.append(points[torch.arange(runs, device=points.device), idx])
+        nearest = torch.minimum(nearest, sq_distances(points, chosen[-1].unsqueeze(1)).squeeze(-1))
+    return torch.stack(chosen, dim=1)
+
+
 def _canonical(labels: Tensor, centroids: Tensor) -> tuple[Tensor, Tensor]:
     """Relabel clusters in order of first appearance along N.
 
@@ -76,11 +111,13 @@ def kmeans(
     n_iter: int = 30,
     n_init: int = 4,
     seed: int = 0,
+    init: str = "random",
 ) -> tuple[Tensor, Tensor]:
     """Cluster each of B point sets into ``n_clusters`` groups with Lloyd's K-Means (Eq. 9).
 
     Every restart starts from ``n_clusters`` distinct points picked at random (one seeded CPU
-    generator; the same index sets for every batch element) and runs exactly ``n_iter`` Lloyd
+    generator; the same index sets for every batch element), or with ``init="kmeans++"`` from
+    k-means++ seeding (:func:`_kmeanspp_centroids`), and runs exactly ``n_iter`` Lloyd
     iterations: no data-dependent early exit, hence no host synchronisation on a GPU. A cluster
     that loses all its points keeps its previous centroid. Per batch element the restart with
     the lowest inertia (sum of squared distances to the assigned centroid) wins; ties go to the
@@ -92,6 +129,7 @@ def kmeans(
         n_iter: Number of Lloyd iterations (assignment + update), >= 0.
         n_init: Number of random restarts, >= 1.
         seed: Seed of the CPU generator that draws the initial centroids.
+        init: ``"random"`` or ``"kmeans++"`` (:data:`KMEANS_INITS`).
 
     Returns:
         ``(cluster_ids, centroids)``: cluster ids [B, N] (long, in [0, K_c)) and centroids
@@ -110,16 +148,15 @@ def kmeans(
         )
     batch, n_points, dim = x.shape
     if n_clusters > n_points:
-        raise ConfigError(
-            f"K_c={n_clusters} exceeds the number of patches N={n_points}; "
-            "choose n_clusters <= N"
-        )
+        raise ConfigError(f"K_c={n_clusters} exceeds the number of patches N={n_points}; choose n_clusters <= N")
     if n_clusters < 1:
         raise ConfigError(f"K_c={n_clusters} is below 1; choose 1 <= n_clusters <= N={n_points}")
     if n_init < 1:
         raise ConfigError(f"n_init={n_init} is below 1; choose n_init >= 1 restarts")
     if n_iter < 0:
         raise ConfigError(f"n_iter={n_iter} is negative; choose n_iter >= 0 Lloyd iterations")
+    if init not in KMEANS_INITS:
+        raise ConfigError(f"kmeans init={init!r} is not valid; choose one of {', '.join(KMEANS_INITS)}")
 
     out_dtype = x.dtype if x.is_floating_point() else torch.float32
     points = x.detach().to(torch.float32)
@@ -127,9 +164,12 @@ def kmeans(
     # [B * n_init, N, D]: restart r of element b is row b * n_init + r.
     points_rep = points.unsqueeze(1).expand(batch, n_init, n_points, dim).reshape(runs, n_points, dim)
 
-    init_idx = _initial_indices(n_points, n_clusters, n_init, seed).to(x.device)  # [n_init, K]
-    init_idx = init_idx.unsqueeze(0).expand(batch, n_init, n_clusters).reshape(runs, n_clusters)
-    centroids = points_rep.gather(1, init_idx.unsqueeze(-1).expand(runs, n_clusters, dim))
+    if init == "kmeans++":
+        centroids = _kmeanspp_centroids(points_rep, n_clusters, n_init, seed)
+    else:
+        init_idx = _initial_indices(n_points, n_clusters, n_init, seed).to(x.device)  # [n_init, K]
+        init_idx = init_idx.unsqueeze(0).expand(batch, n_init, n_clusters).reshape(runs, n_clusters)
+        centroids = points_rep.gather(1, init_idx.unsqueeze(-1).expand(runs, n_clusters, dim))
 
     for _ in range(n_iter):
         labels = sq_distances(points_rep, centroids).argmin(dim=-1)  # [R, N]

@@ -7,9 +7,12 @@ import torch
 
 from alignclip.errors import ConfigError
 
+__all__ = ["class_probabilities", "label_dtype", "predict_labels"]
 
-def class_probabilities(logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int,
-                        logit_scale: float = 50.0) -> torch.Tensor:
+
+def class_probabilities(
+    logits: torch.Tensor, query_to_class: torch.Tensor, num_classes: int, logit_scale: float = 50.0
+) -> torch.Tensor:
     """Softmax over queries of ``logit_scale · logits``, then the max over each class's queries (synonyms).
 
     Args:
@@ -28,7 +31,8 @@ def class_probabilities(logits: torch.Tensor, query_to_class: torch.Tensor, num_
 
 
 def predict_labels(class_probs: torch.Tensor, prob_thd: float = 0.0, bg_idx: int = 0) -> torch.Tensor:
-    """Argmax over classes; pixels whose best probability is below ``prob_thd`` get class ``bg_idx``.
+    """Eq. 15: ``pred = argmax_k S_final`` over classes; pixels whose best probability is below ``prob_thd`` get
+    class ``bg_idx`` (the baseline's background threshold; ``prob_thd = 0`` is the plain argmax of Eq. 15).
 
     Args:
         class_probs: ``[K, ...]``.

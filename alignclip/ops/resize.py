@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import torch
 
+__all__ = ["bilinear_rows"]
+
 
 def _source_index(out_size: int, in_size: int, start: int, stop: int, device) -> tuple[torch.Tensor, ...]:
     scale = in_size / out_size

@@ -14,6 +14,19 @@ import torch
 
 from alignclip.errors import ConfigError
 
+__all__ = [
+    "accumulate_windows",
+    "axis_counts",
+    "axis_windows",
+    "extract_windows",
+    "pad_to_multiple",
+    "stream_windows",
+    "window_batches",
+    "window_boxes",
+    "window_counts",
+    "window_size",
+]
+
 #: ``region(y1, y2, x1, x2)`` → the ``[C, y2 - y1, x2 - x1]`` pixels of that part of the image.
 Region = Callable[[int, int, int, int], torch.Tensor]
 
@@ -84,8 +97,7 @@ def accumulate_windows(out: torch.Tensor, window_logits: torch.Tensor, boxes: to
     n, k, h, w = window_logits.shape
     rows, cols = _indices(boxes, (h, w), out.device)
     kk = torch.arange(k, device=out.device)[None, :, None, None]
-    out.index_put_((kk, rows[:, None, :, None], cols[:, None, None, :]), window_logits.to(out.dtype),
-                   accumulate=True)
+    out.index_put_((kk, rows[:, None, :, None], cols[:, None, None, :]), window_logits.to(out.dtype), accumulate=True)
 
 
 def window_counts(height: int, width: int, boxes: torch.Tensor, device: torch.device | str = "cpu") -> torch.Tensor:
@@ -99,23 +111,29 @@ def window_counts(height: int, width: int, boxes: torch.Tensor, device: torch.de
     return counts[0]
 
 
-def window_batches(boxes: torch.Tensor, batch_size: int,
-                   region: Region) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+def window_batches(boxes: torch.Tensor, batch_size: int, region: Region) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Batches ``(boxes [n, 4], windows [n, C, h, w])`` of at most ``batch_size`` windows, in the order of ``boxes``.
 
     Only the bounding box of each batch's windows is asked of ``region``, so a caller that normalises pixels on
     demand never holds the whole image as float.
     """
     for i in range(0, len(boxes), batch_size):  # bounded batches of windows, not a loop over windows
-        chunk = boxes[i:i + batch_size]
+        chunk = boxes[i : i + batch_size]
         y1, y2 = int(chunk[:, 0].min()), int(chunk[:, 1].max())
         x1, x2 = int(chunk[:, 2].min()), int(chunk[:, 3].max())
         local = chunk - torch.tensor([y1, y1, x1, x1], dtype=chunk.dtype)
         yield chunk, extract_windows(region(y1, y2, x1, x2), local)
 
 
-def stream_windows(height: int, width: int, crop: int, stride: int, batch_size: int, region: Region,
-                   window_fn: Callable[[torch.Tensor], torch.Tensor]) -> Iterator[tuple[int, torch.Tensor]]:
+def stream_windows(
+    height: int,
+    width: int,
+    crop: int,
+    stride: int,
+    batch_size: int,
+    region: Region,
+    window_fn: Callable[[torch.Tensor], torch.Tensor],
+) -> Iterator[tuple[int, torch.Tensor]]:
     """Count-averaged window outputs of an image, handed on in bands of finished rows.
 
     Windows run in batches of ``batch_size`` in :func:`window_boxes` order (row-major, so their top coordinate never
@@ -151,8 +169,8 @@ def stream_windows(height: int, width: int, crop: int, stride: int, batch_size: 
         nxt = (i + 1) * batch_size
         done = int(boxes[nxt, 0]) if nxt < len(boxes) else height  # later windows start at or below this row
         if done > lo:
-            yield lo, acc[:, :done - lo] / (row_counts[lo:done, None] * col_counts[None, :])
-            acc, lo = acc[:, done - lo:], done
+            yield lo, acc[:, : done - lo] / (row_counts[lo:done, None] * col_counts[None, :])
+            acc, lo = acc[:, done - lo :], done
 
 
 def pad_to_multiple(height: int, width: int, multiple: int) -> tuple[int, int, int, int]:

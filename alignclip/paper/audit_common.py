@@ -13,16 +13,39 @@ import pandas as pd
 from alignclip.paper.names import RS_COLUMNS
 from alignclip.paper.tables import load_table
 
+__all__ = [
+    "EPS",
+    "TABLE3_ROW_NAMES",
+    "VARIANTS",
+    "cell_name",
+    "finding",
+    "fmt_value",
+    "key_column",
+    "round_half_up",
+    "row_label",
+    "same_value",
+    "sweep_rows",
+    "table_rows",
+]
+
 EPS = 1e-6
 VARIANTS = ("AlignCLIP-D", "AlignCLIP-S")
 
 TABLE3_ROW_NAMES = {(0, 0): "SegEarth-OV", (1, 0): "SGA", (0, 1): "CCE", (1, 1): "SGA+CCE"}
 
 
-def finding(fid: str, severity: str, tables: list[str], cells: list[str], expected: object,
-             found: object, message: str) -> dict:
-    return {"id": fid, "severity": severity, "tables": tables, "cells": cells,
-            "expected": expected, "found": found, "message": message}
+def finding(
+    fid: str, severity: str, tables: list[str], cells: list[str], expected: object, found: object, message: str
+) -> dict:
+    return {
+        "id": fid,
+        "severity": severity,
+        "tables": tables,
+        "cells": cells,
+        "expected": expected,
+        "found": found,
+        "message": message,
+    }
 
 
 def round_half_up(x: float | Decimal) -> float:

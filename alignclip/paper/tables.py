@@ -3,7 +3,7 @@
 The CSV files in ``alignclip/paper_tables/`` are transcriptions of the AlignCLIP paper's tables
 (mIoU in percent, one decimal as printed). They are the only numbers from the paper this project
 carries. ``compare_with_paper`` puts one of our runs beside a paper row and labels every row with
-the kind of run (``"pipeline-check"`` for runs on a subset or with stand-in weights), so a check
+the kind of run (:mod:`alignclip.kinds`: ``"pipeline-check"`` for runs with stand-in weights), so a check
 of the pipeline can never be read as a reproduction.
 """
 
@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from alignclip.errors import ConfigError, InputError
+from alignclip.kinds import KINDS, PIPELINE_CHECK
 
 __all__ = [
     "AVG_ARROWS",
@@ -80,26 +81,41 @@ AVG_ARROWS = [
 TABLE4_COLUMNS = ["OpenEarthMap", "Potsdam", "UAVid", "VDD"]
 TABLE4_SENSITIVITY = {
     ("table7_alpha_sensitivity", "alpha"): {
-        0.1: [40.1, 47.5, 44.0, 47.7], 0.2: [40.1, 47.6, 44.4, 48.4], 0.3: [39.8, 47.9, 44.3, 48.3],
-        0.4: [39.3, 47.8, 43.9, 47.9], 0.5: [38.8, 47.7, 43.3, 47.2]},
+        0.1: [40.1, 47.5, 44.0, 47.7],
+        0.2: [40.1, 47.6, 44.4, 48.4],
+        0.3: [39.8, 47.9, 44.3, 48.3],
+        0.4: [39.3, 47.8, 43.9, 47.9],
+        0.5: [38.8, 47.7, 43.3, 47.2],
+    },
     ("table8_beta_sensitivity", "beta"): {
-        0.1: [40.1, 47.9, 43.4, 46.7], 0.2: [40.0, 47.8, 44.0, 47.9], 0.3: [39.6, 47.5, 44.4, 48.4],
-        0.4: [39.1, 46.9, 44.4, 48.4], 0.5: [38.6, 46.0, 44.3, 48.2]},
+        0.1: [40.1, 47.9, 43.4, 46.7],
+        0.2: [40.0, 47.8, 44.0, 47.9],
+        0.3: [39.6, 47.5, 44.4, 48.4],
+        0.4: [39.1, 46.9, 44.4, 48.4],
+        0.5: [38.6, 46.0, 44.3, 48.2],
+    },
     ("table9_clusters_sensitivity", "n_clusters"): {
-        3: [40.1, 47.9, 44.4, 48.4], 6: [40.1, 47.6, 44.2, 48.2], 9: [40.0, 47.6, 44.2, 48.1],
-        12: [40.0, 47.6, 44.1, 48.0], 15: [40.0, 47.5, 44.0, 47.9]},
+        3: [40.1, 47.9, 44.4, 48.4],
+        6: [40.1, 47.6, 44.2, 48.2],
+        9: [40.0, 47.6, 44.2, 48.1],
+        12: [40.0, 47.6, 44.1, 48.0],
+        15: [40.0, 47.5, 44.0, 47.9],
+    },
 }
 
 AVG_COLUMN = "Avg"
 # Columns that identify a row rather than hold a number, per table layout.
-_KEY_COLUMNS = ("method", "venue", "variant", "hyperparameter", "alpha", "beta", "n_clusters",
-                "sga", "cce", "domain")
+_KEY_COLUMNS = ("method", "venue", "variant", "hyperparameter", "alpha", "beta", "n_clusters", "sga", "cce", "domain")
 # Table 3 has no method column: its rows are named by the modules switched on.
 _TABLE3_ROWS = {
-    "SegEarth-OV": (0, 0), "baseline": (0, 0),
-    "SGA": (1, 0), "+SGA": (1, 0),
-    "CCE": (0, 1), "+CCE": (0, 1),
-    "SGA+CCE": (1, 1), "AlignCLIP-D": (1, 1),
+    "SegEarth-OV": (0, 0),
+    "baseline": (0, 0),
+    "SGA": (1, 0),
+    "+SGA": (1, 0),
+    "CCE": (0, 1),
+    "+CCE": (0, 1),
+    "SGA+CCE": (1, 1),
+    "AlignCLIP-D": (1, 1),
 }
 
 
@@ -126,9 +142,7 @@ def _resolve_table(name: str) -> str:
     short = [n for n in names if n.split("_", 1)[0] == name]
     if len(short) == 1:
         return short[0]
-    raise ConfigError(
-        f"unknown paper table {name!r} in {TABLES_DIR}; use one of: {', '.join(names)}"
-    )
+    raise ConfigError(f"unknown paper table {name!r} in {TABLES_DIR}; use one of: {', '.join(names)}")
 
 
 def load_table(name: str) -> pd.DataFrame:
@@ -156,9 +170,7 @@ def _select_row(df: pd.DataFrame, table: str, method: str, variant: object) -> p
     """Pick the single row named by ``method`` (and ``variant`` where the table needs one)."""
     if "sga" in df.columns:  # Table 3: rows named by modules.
         if method not in _TABLE3_ROWS:
-            raise ConfigError(
-                f"unknown method {method!r} for {table}; use one of: {', '.join(_TABLE3_ROWS)}"
-            )
+            raise ConfigError(f"unknown method {method!r} for {table}; use one of: {', '.join(_TABLE3_ROWS)}")
         sga, cce = _TABLE3_ROWS[method]
         rows = df[(df["sga"] == sga) & (df["cce"] == cce)]
         return rows.iloc[0]
@@ -169,9 +181,7 @@ def _select_row(df: pd.DataFrame, table: str, method: str, variant: object) -> p
         second = None
     methods = list(dict.fromkeys(df[first].astype(str)))
     if method not in methods:
-        raise ConfigError(
-            f"unknown method {method!r} for {table}; use one of: {', '.join(methods)}"
-        )
+        raise ConfigError(f"unknown method {method!r} for {table}; use one of: {', '.join(methods)}")
     rows = df[df[first].astype(str) == method]
     if second is None:
         return rows.iloc[0]
@@ -238,7 +248,7 @@ def compare_with_paper(
     ours: dict[str, float],
     table: str = "table2_main",
     method: str = "AlignCLIP-D",
-    kind: str = "pipeline-check",
+    kind: str = PIPELINE_CHECK,
     variant: str | float | None = None,
 ) -> pd.DataFrame:
     """Put our mIoU beside the paper's, one row per dataset plus an ``Avg.`` row.
@@ -259,14 +269,11 @@ def compare_with_paper(
         present in ``ours`` only; its note says how many of the paper's datasets it covers.
 
     Raises:
-        ConfigError: Unknown table, method, dataset, or an empty ``kind``.
+        ConfigError: Unknown table, method, dataset or ``kind``.
         InputError: ``ours`` is empty or holds a value that is not a finite mIoU in [0, 100].
     """
-    if not isinstance(kind, str) or not kind.strip():
-        raise ConfigError(
-            f"kind must be a non-empty label, got {kind!r}; pass kind='pipeline-check' or "
-            "kind='reproduction'"
-        )
+    if kind not in KINDS:
+        raise ConfigError(f"kind={kind!r} is not a kind of run; pass one of {', '.join(map(repr, KINDS))}")
     if not ours:
         raise InputError("ours is empty; pass {dataset: mIoU in percent}, e.g. {'loveda': 39.5}")
     paper = paper_row(table, method, variant)
@@ -285,8 +292,7 @@ def compare_with_paper(
         values[name] = number
     present = [d for d in datasets if d in values]
     rows = [
-        {"dataset": d, "paper": paper[d], "ours": values[d], "delta": values[d] - paper[d],
-         "kind": kind, "note": ""}
+        {"dataset": d, "paper": paper[d], "ours": values[d], "delta": values[d] - paper[d], "kind": kind, "note": ""}
         for d in present
     ]
     paper_mean = sum(paper[d] for d in present) / len(present)
@@ -297,6 +303,14 @@ def compare_with_paper(
         note += f"; missing {', '.join(missing)}: not comparable with the paper's Avg"
     elif AVG_COLUMN in paper:
         note += f"; the paper prints Avg {paper[AVG_COLUMN]:.1f}"
-    rows.append({"dataset": "Avg.", "paper": paper_mean, "ours": ours_mean,
-                 "delta": ours_mean - paper_mean, "kind": kind, "note": note})
+    rows.append(
+        {
+            "dataset": "Avg.",
+            "paper": paper_mean,
+            "ours": ours_mean,
+            "delta": ours_mean - paper_mean,
+            "kind": kind,
+            "note": note,
+        }
+    )
     return pd.DataFrame(rows, columns=["dataset", "paper", "ours", "delta", "kind", "note"])

@@ -17,6 +17,29 @@ from alignclip.errors import ConfigError
 from alignclip.methods import METHODS
 from alignclip.ops.attention import ATTENTION_MODES
 from alignclip.ops.cce import AFFINITIES
+from alignclip.ops.kmeans import KMEANS_INITS
+
+__all__ = [
+    "CLS_TERM_TARGETS",
+    "GRID_ALIGNS",
+    "KMEANS_FEATURES",
+    "POS_EMBED_INTERPS",
+    "PRECISIONS",
+    "PRESETS",
+    "SGA_SCOPES",
+    "SGA_SOURCES",
+    "SMOKE_OVERRIDES",
+    "TABLE6",
+    "UPSAMPLERS",
+    "VFM_FEATURES",
+    "VFM_RESOLUTIONS",
+    "SegmentorConfig",
+    "build_config",
+    "check_fields",
+    "check_window_batch",
+    "list_presets",
+    "parse_preset",
+]
 
 UPSAMPLERS = ("jbu_one", "jbu_stack", "none")
 SGA_SOURCES = ("patch", "upsampled")
@@ -24,12 +47,16 @@ SGA_SCOPES = ("window", "image")
 GRID_ALIGNS = ("vfm", "clip")
 VFM_RESOLUTIONS = ("window", "native")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+POS_EMBED_INTERPS = ("reference", "size")
+KMEANS_FEATURES = ("normalized", "raw")
+VFM_FEATURES = ("encoder", "neck")
+CLS_TERM_TARGETS = ("fused", "upsampled")
 
 
 def check_window_batch(value: object) -> None:
     """``window_batch`` must be ``"auto"`` or an int >= 1 (one-line :class:`ConfigError` otherwise)."""
     if value != "auto" and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ConfigError(f"window_batch={value!r} is not valid; use \"auto\" (1 on CPU, 32 on GPU) or an int >= 1")
+        raise ConfigError(f'window_batch={value!r} is not valid; use "auto" (1 on CPU, 32 on GPU) or an int >= 1')
 
 
 @dataclass(frozen=True)
@@ -41,7 +68,11 @@ class SegmentorConfig:
     pretrained: str = "openai"  # open_clip tag, local state-dict path, or "none" (random)
     attention: str = "segearth"  # last-block attention mode (Eq. 2 = "segearth")
     drop_residual: bool = True  # drop the last block's residual and FFN (the baseline's ignore_residual)
-    naclip_std: float = 5.0  # Gaussian std (patches) of the naclip mode
+    # Gaussian std (patches) of the naclip mode: 1.0 as SegEarth-OV's code runs NACLIP for Table 2 (NACLIP's paper: 5)
+    naclip_std: float = 1.0
+    # position embeddings of a patch grid other than 14x14: "reference" bicubic with scale (n + 0.1) / 14 as
+    # SegEarth-OV's code, or "size": bicubic to exactly n x n (other sample positions)
+    pos_embed_interp: str = "reference"
     cls_token_lambda: float = -0.3  # global-bias alleviation: logits += λ · sim(CLS, T); 0 disables it
     # --- text (Sec. 3.1, A.2)
     templates: str = "remote-sensing"  # "openai", "remote-sensing" or a file with one template per line
@@ -62,19 +93,28 @@ class SegmentorConfig:
     sga_source: str = "patch"  # prototypes from "patch" features P or "upsampled" features
     sga_scope: str = "window"  # prototypes searched per "window" or over the whole "image"
     sga_cls_term: bool = True  # the CLS bias term uses the aligned embeddings T' (else the original T)
+    sga_prototype_norm: bool = True  # L2-normalise patches before averaging them into prototypes (False: Algorithm 1)
     # --- Cluster-Constrained Enhancement (Sec. 3.3)
     cce: bool = True
     vfm: str = "dino_vitb16"  # "dino_vitb16", "dino_vitb8", "sam_vitb", "tiny"
     vfm_pretrained: str = "default"  # "default" (timm tag via the HF cache), a local file, or "none"
     n_clusters: int = 3  # K_c of Eq. 9
     kmeans_iters: int = 30
-    kmeans_init: int = 4
-    affinity: str = "attention"  # A of Eq. 11: VFM last-layer "attention" or "cosine" similarity of features
+    kmeans_init: int = 4  # restarts
+    kmeans_seeding: str = "random"  # initial centroids: "random" distinct patches or "kmeans++"
+    kmeans_features: str = "normalized"  # cluster "normalized" (cosine geometry) or "raw" VFM features
+    # A of Eq. 11: VFM last-layer "attention", "cosine" similarity of features (clamped >= 0), or their raw
+    # "product" F Fᵀ (Algorithm 2 as written)
+    affinity: str = "attention"
+    affinity_power: float = 1.0  # Norm(Â^p) in Eq. 12 (1 = as written; PSA-style propagation uses 8)
+    vfm_features: str = "encoder"  # SAM: last "encoder" block tokens (768-d) or after the "neck" (256-d)
     grid_align: str = "vfm"  # propagate on the "vfm" grid (CLIP logits resized to it) or the "clip" grid
     # VFM input per window: the window's own "window" size (SAM 14x14 grid at 224) or the VFM's "native" training
     # size where it has one (SAM 1024², 64x64 grid; DINO has none: same as "window"); grid_align="clip" overrides it
     vfm_resolution: str = "window"
     beta: float = 0.3  # fusion weight of Eq. 14 (Table 6 per dataset)
+    # where the CLS bias term goes with CCE on: the "fused" logits (λ), or S_up only before Eq. 14 (λ(1 − β) after it)
+    cls_term_target: str = "fused"
     # --- post-processing
     logit_scale: float = 50.0
     prob_thd: float = 0.0  # below this max probability a pixel becomes bg_idx
@@ -90,6 +130,11 @@ class SegmentorConfig:
         _choice("sga_source", self.sga_source, SGA_SOURCES)
         _choice("sga_scope", self.sga_scope, SGA_SCOPES)
         _choice("affinity", self.affinity, AFFINITIES)
+        _choice("pos_embed_interp", self.pos_embed_interp, POS_EMBED_INTERPS)
+        _choice("kmeans_seeding", self.kmeans_seeding, KMEANS_INITS)
+        _choice("kmeans_features", self.kmeans_features, KMEANS_FEATURES)
+        _choice("vfm_features", self.vfm_features, VFM_FEATURES)
+        _choice("cls_term_target", self.cls_term_target, CLS_TERM_TARGETS)
         _choice("grid_align", self.grid_align, GRID_ALIGNS)
         _choice("vfm_resolution", self.vfm_resolution, VFM_RESOLUTIONS)
         _choice("precision", self.precision, PRECISIONS)
@@ -97,6 +142,10 @@ class SegmentorConfig:
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
                 raise ConfigError(f"{name}={v} is outside [0, 1]; set {name} to a value between 0 and 1")
+        if not self.affinity_power > 0:
+            raise ConfigError(f"affinity_power={self.affinity_power} must be > 0 (1 = Eq. 12 as written)")
+        if not self.naclip_std > 0:
+            raise ConfigError(f"naclip_std={self.naclip_std} must be > 0 (patches; 1.0 as SegEarth-OV, 5 as NACLIP)")
         if not 0.0 <= self.prob_thd <= 1.0:
             raise ConfigError(f"prob_thd={self.prob_thd} is outside [0, 1]")
         check_window_batch(self.window_batch)
@@ -138,22 +187,23 @@ PRESETS: dict[str, dict[str, Any]] = {name: dict(method.settings) for name, meth
 #: Paper Table 6 (α, β per dataset and variant).
 TABLE6: dict[str, dict[str, dict[str, float]]] = {
     "alignclip-d": {
-        "alpha": dict(openearthmap=0.1, loveda=0.7, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3,
-                      vdd=0.2),
-        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.1, vaihingen=0.5, uavid=0.3, udd5=0.2,
-                     vdd=0.3),
+        "alpha": dict(
+            openearthmap=0.1, loveda=0.7, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3, vdd=0.2
+        ),
+        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.1, vaihingen=0.5, uavid=0.3, udd5=0.2, vdd=0.3),
     },
     "alignclip-s": {
-        "alpha": dict(openearthmap=0.1, loveda=0.5, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3,
-                      vdd=0.2),
-        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.2, vaihingen=0.5, uavid=0.4, udd5=0.2,
-                     vdd=0.4),
+        "alpha": dict(
+            openearthmap=0.1, loveda=0.5, isaid=0.5, potsdam=0.3, vaihingen=0.3, uavid=0.2, udd5=0.3, vdd=0.2
+        ),
+        "beta": dict(openearthmap=0.1, loveda=0.2, isaid=0.2, potsdam=0.2, vaihingen=0.5, uavid=0.4, udd5=0.2, vdd=0.4),
     },
 }
 
 #: Smoke profile: the tiny random CLIP, random upsampler and tiny VFM (pipeline checks on CPU, no downloads).
-SMOKE_OVERRIDES: dict[str, Any] = dict(backbone="tiny", pretrained="none", upsampler_ckpt="none", vfm="tiny",
-                                       vfm_pretrained="none", device="cpu")
+SMOKE_OVERRIDES: dict[str, Any] = dict(
+    backbone="tiny", pretrained="none", upsampler_ckpt="none", vfm="tiny", vfm_pretrained="none", device="cpu"
+)
 
 
 def list_presets() -> list[str]:
@@ -173,8 +223,9 @@ def parse_preset(name: str) -> tuple[str, dict[str, Any]]:
     return base, over
 
 
-def build_config(preset: str = "alignclip-d", dataset: str | None = None, smoke: bool = False,
-                 **overrides: Any) -> SegmentorConfig:
+def build_config(
+    preset: str = "alignclip-d", dataset: str | None = None, smoke: bool = False, **overrides: Any
+) -> SegmentorConfig:
     """Configuration of a method, with a dataset's settings and explicit overrides (in that order of priority).
 
     Args:

@@ -20,8 +20,9 @@ from alignclip.pipeline.segmentor import Prediction, Segmentor
 __all__ = ["crf_labels", "crf_probabilities"]
 
 
-def crf_probabilities(segmentor: Segmentor, image_shape: Sequence[int], prediction: Prediction,
-                      strip_rows: int = 512) -> np.ndarray:
+def crf_probabilities(
+    segmentor: Segmentor, image_shape: Sequence[int], prediction: Prediction, strip_rows: int = 512
+) -> np.ndarray:
     """Class probabilities ``[K, H0, W0]`` float32 at the input size, exactly as ``Segmentor.predict`` has them.
 
     The logits ``[Q, H, W]`` (processing size) are resized bilinearly to ``(H0, W0)`` in strips of rows
@@ -35,7 +36,7 @@ def crf_probabilities(segmentor: Segmentor, image_shape: Sequence[int], predicti
     for r in range(0, h0, strip_rows):  # strips of rows bound the [Q, rows, W0] intermediate
         rows = bilinear_rows(prediction.logits, (h0, w0), r, min(r + strip_rows, h0))
         probs = class_probabilities(rows, segmentor.query_to_class, k, c.logit_scale)
-        out[:, r:r + rows.shape[1]] = probs.cpu().numpy()
+        out[:, r : r + rows.shape[1]] = probs.cpu().numpy()
     return out
 
 
@@ -61,5 +62,3 @@ def crf_labels(segmentor: Segmentor, image: np.ndarray, prediction: Prediction, 
     c = segmentor.config
     labels = predict_labels(torch.from_numpy(q), c.prob_thd, c.bg_idx).numpy()
     return labels.astype(prediction.labels.dtype)
-
-

@@ -70,8 +70,9 @@ def cached_model(key: tuple, build: Callable[[], Any]) -> Any:
     return _MODELS[key]
 
 
-def text_embeddings(model: torch.nn.Module, tokenizer: Any, queries: Sequence[str], templates: Sequence[str],
-                    device: torch.device | str) -> torch.Tensor:
+def text_embeddings(
+    model: torch.nn.Module, tokenizer: Any, queries: Sequence[str], templates: Sequence[str], device: torch.device | str
+) -> torch.Tensor:
     """Template-averaged text embeddings ``[Q, D]`` of ``queries`` (:func:`~alignclip.models.text.build_text_embeddings`),
     encoded once per CLIP ``model`` object: segmentors sharing a model share its embeddings."""
     per_model = _TEXTS.setdefault(model, {})

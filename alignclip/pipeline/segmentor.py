@@ -28,12 +28,12 @@ from alignclip.models.templates import get_templates
 from alignclip.models.text import ClassQueries, parse_classes
 from alignclip.models.upsampler import build_upsampler
 from alignclip.models.vfm import create_vfm
-from alignclip.ops.cce import cosine_affinity, fuse_logits, propagate_within_clusters
+from alignclip.ops.cce import cosine_affinity, fuse_logits, product_affinity, propagate_within_clusters
 from alignclip.ops.jbu import FactoredFeatures, cosine_logits
 from alignclip.ops.kmeans import kmeans
 from alignclip.ops.postprocess import class_probabilities, label_dtype, predict_labels
 from alignclip.ops.resize import bilinear_rows
-from alignclip.ops.sga import self_guided_alignment
+from alignclip.ops.sga import patch_logits, self_guided_alignment
 from alignclip.ops.windows import (
     Region,
     pad_to_multiple,
@@ -49,6 +49,8 @@ from alignclip.pipeline.runtime import (
     resolve_window_batch,
     text_embeddings,
 )
+
+__all__ = ["Prediction", "Segmentor", "build_segmentor"]
 
 log = logging.getLogger(__name__)
 
@@ -78,28 +80,37 @@ class Segmentor:
         self.autocast_dtype = resolve_dtype(config.precision, self.device)
         self.classes: ClassQueries = parse_classes(class_names)
         if not 0 <= config.bg_idx < self.classes.num_classes:
-            raise ConfigError(f"bg_idx={config.bg_idx} is not a class index for {self.classes.num_classes} classes; "
-                              f"set bg_idx between 0 and {self.classes.num_classes - 1}")
+            raise ConfigError(
+                f"bg_idx={config.bg_idx} is not a class index for {self.classes.num_classes} classes; "
+                f"set bg_idx between 0 and {self.classes.num_classes - 1}"
+            )
         clip_key = ("clip", config.backbone, config.pretrained, str(self.device))
-        self.clip = clip or cached_model(clip_key, lambda: create_clip(config.backbone, config.pretrained,
-                                                                       self.device))
+        self.clip = clip or cached_model(clip_key, lambda: create_clip(config.backbone, config.pretrained, self.device))
         self.templates = get_templates(config.templates)
-        self.text_embeds = text_embeddings(self.clip.model, self.clip.tokenizer, self.classes.queries,
-                                           self.templates, self.device)  # [Q, D]
+        self.text_embeds = text_embeddings(
+            self.clip.model, self.clip.tokenizer, self.classes.queries, self.templates, self.device
+        )  # [Q, D]
         self.query_to_class = torch.tensor(self.classes.query_to_class, device=self.device)
         if config.upsampler != "none" and config.upsampler_ckpt is None:
-            raise ConfigError(f"upsampler {config.upsampler} needs a checkpoint: pass --upsampler-ckpt PATH "
-                              f"(xclip_jbu_one_million_aid.ckpt from the SegEarth-OV repository) or "
-                              f"--upsampler-ckpt none for random weights (pipeline check)")
+            raise ConfigError(
+                f"upsampler {config.upsampler} needs a checkpoint: pass --upsampler-ckpt PATH "
+                f"(xclip_jbu_one_million_aid.ckpt from the SegEarth-OV repository) or "
+                f"--upsampler-ckpt none for random weights (pipeline check)"
+            )
         ckpt = None if config.upsampler_ckpt in (None, "none") else config.upsampler_ckpt
         with torch.random.fork_rng(devices=[]):  # random weights (no checkpoint) are the same in every run
             torch.manual_seed(config.seed)
             self.upsampler = build_upsampler(config.upsampler, feat_dim=self.clip.embed_dim, checkpoint=ckpt)
         if self.upsampler is not None:
             self.upsampler = self.upsampler.to(self.device).eval()
-        self.vfm = (cached_model(("vfm", config.vfm, config.vfm_pretrained, str(self.device)),
-                            lambda: create_vfm(config.vfm, config.vfm_pretrained, self.device))
-                    if config.cce else None)
+        self.vfm = (
+            cached_model(
+                ("vfm", config.vfm, config.vfm_pretrained, str(self.device)),
+                lambda: create_vfm(config.vfm, config.vfm_pretrained, self.device),
+            )
+            if config.cce
+            else None
+        )
         mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
         std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
         self._mean, self._std = mean, std
@@ -116,11 +127,17 @@ class Segmentor:
     def weights_identity(self) -> dict[str, str]:
         """What weights every model uses (for provenance)."""
         c = self.config
-        up = "none" if c.upsampler == "none" else (c.upsampler_ckpt if c.upsampler_ckpt not in (None, "none")
-                                                    else "random")
-        vfm = "none" if not c.cce else ("random" if c.vfm_pretrained == "none" or c.vfm.startswith("tiny")
-                                        else f"{c.vfm}:{c.vfm_pretrained}")
-        return {"clip": self.clip.weights_id, "upsampler": up, "vfm": vfm}
+        up = (
+            "none"
+            if c.upsampler == "none"
+            else (c.upsampler_ckpt if c.upsampler_ckpt not in (None, "none") else "random")
+        )
+        vfm = (
+            "none"
+            if not c.cce
+            else ("random" if c.vfm_pretrained == "none" or c.vfm.startswith("tiny") else f"{c.vfm}:{c.vfm_pretrained}")
+        )
+        return {"clip": self.clip.weights_id, "clip_activation": self.clip.activation, "upsampler": up, "vfm": vfm}
 
     @contextlib.contextmanager
     def instrumented(self, wrap: Callable[[str, Callable], Callable]) -> Iterator[None]:
@@ -160,8 +177,10 @@ class Segmentor:
         """The checked ``[H, W, 3]`` uint8 image at the processing size (long side resized; no copy without)."""
         if not isinstance(image, np.ndarray) or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             shape = getattr(image, "shape", None)
-            raise InputError(f"expected an RGB uint8 array [H, W, 3], got {type(image).__name__} {shape}; read images "
-                             f"with alignclip.io.images.read_image")
+            raise InputError(
+                f"expected an RGB uint8 array [H, W, 3], got {type(image).__name__} {shape}; read images "
+                f"with alignclip.io.images.read_image"
+            )
         if self.config.long_side is not None:
             image = resize_long_side(image, self.config.long_side)
         return image
@@ -178,11 +197,14 @@ class Segmentor:
         left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
         x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
         with self._autocast():
-            patch, cls = dense_features(self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std)
+            patch, cls = dense_features(
+                self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std, c.pos_embed_interp
+            )
         return x, patch.float(), cls.float()
 
-    def _upsample(self, patch: torch.Tensor, x: torch.Tensor,
-                  factored: bool = False) -> torch.Tensor | FactoredFeatures | None:
+    def _upsample(
+        self, patch: torch.Tensor, x: torch.Tensor, factored: bool = False
+    ) -> torch.Tensor | FactoredFeatures | None:
         """Upsampled features ``[B, D, H, W]`` of the padded windows ``x``, or their factored form (exact, cheaper
         for cosine logits; see :class:`~alignclip.ops.jbu.FactoredFeatures`) when ``factored`` and available."""
         if self.upsampler is None:
@@ -206,29 +228,45 @@ class Segmentor:
             src = src.dense()
         if src is None:
             raise ConfigError("sga_source='upsampled' needs an upsampler; set upsampler or sga_source='patch'")
-        return self_guided_alignment(src.flatten(2).transpose(1, 2), t, c.alpha, c.top_n)
+        return self_guided_alignment(src.flatten(2).transpose(1, 2), t, c.alpha, c.top_n, c.sga_prototype_norm)
 
-    def _cce(self, x: torch.Tensor, patch_logits: torch.Tensor) -> torch.Tensor:
+    def _cce(self, x: torch.Tensor, s_patch: torch.Tensor) -> torch.Tensor:
         """CCE-refined logits Ŝ ``[B, Q, hv, wv]`` from patch logits S' ``[B, Q, h, w]`` (Eq. 9-12)."""
         c = self.config
         vfm = self.vfm
-        size = (tuple(g * vfm.patch_size for g in patch_logits.shape[-2:]) if c.grid_align == "clip"
-                else vfm.native_size if c.vfm_resolution == "native" else None)  # None: the window's size
+        size = (
+            tuple(g * vfm.patch_size for g in s_patch.shape[-2:])
+            if c.grid_align == "clip"
+            else vfm.native_size
+            if c.vfm_resolution == "native"
+            else None
+        )  # None: the window's size
         with self._autocast():
-            feats, attn = vfm(vfm.prepare(x, self.clip.mean, self.clip.std, size))
+            feats, attn = vfm(vfm.prepare(x, self.clip.mean, self.clip.std, size), c.vfm_features)
         feats, attn = feats.float(), attn.float()
         b, hv, wv, _ = feats.shape
-        flat = F.normalize(feats.reshape(b, hv * wv, -1), dim=-1)
+        raw = feats.reshape(b, hv * wv, -1)
+        flat = F.normalize(raw, dim=-1)
         n = hv * wv
         if c.n_clusters > n:
-            raise ConfigError(f"K_c={c.n_clusters} exceeds the number of VFM patches N={n} per window; choose "
-                              f"n_clusters <= {n}")
-        ids, _ = kmeans(flat, c.n_clusters, n_iter=c.kmeans_iters, n_init=c.kmeans_init, seed=c.seed)  # Eq. 9
-        affinity = attn if c.affinity == "attention" else cosine_affinity(flat)
-        s = patch_logits
+            raise ConfigError(
+                f"K_c={c.n_clusters} exceeds the number of VFM patches N={n} per window; choose n_clusters <= {n}"
+            )
+        points = flat if c.kmeans_features == "normalized" else raw
+        ids, _ = kmeans(
+            points, c.n_clusters, n_iter=c.kmeans_iters, n_init=c.kmeans_init, seed=c.seed, init=c.kmeans_seeding
+        )  # Eq. 9
+        affinity = {
+            "attention": lambda: attn,
+            "cosine": lambda: cosine_affinity(flat),
+            "product": lambda: product_affinity(raw),
+        }[c.affinity]()  # A of Eq. 11
+        s = s_patch
         if s.shape[-2:] != (hv, wv):
             s = F.interpolate(s, size=(hv, wv), mode="bilinear", align_corners=False)
-        refined = propagate_within_clusters(affinity, ids, s.flatten(2).transpose(1, 2))  # Eq. 10-12
+        refined = propagate_within_clusters(
+            affinity, ids, s.flatten(2).transpose(1, 2), power=c.affinity_power
+        )  # Eq. 10-12
         return refined.transpose(1, 2).reshape(b, -1, hv, wv)
 
     def window_logits(self, crops: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
@@ -242,20 +280,24 @@ class Segmentor:
         x, patch, cls = self._encode(crops)
         up = self._upsample(patch, x, factored=True)
         t = self._aligned_text(patch, up) if text is None else text.expand(patch.shape[0], -1, -1)
-        p = F.normalize(patch, dim=1)
-        patch_logits = torch.einsum("bdhw,bqd->bqhw", p, t)  # S' (Eq. 8)
+        s_patch = patch_logits(patch, t)  # S' (Eq. 8)
         if up is not None:
             logits = cosine_logits(up, t)  # S_up (Eq. 13)
         else:
-            logits = F.interpolate(patch_logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
-        if c.cce:
-            logits = fuse_logits(self._cce(x, patch_logits), logits, c.beta)  # Eq. 14
-        if c.cls_token_lambda:
+            logits = F.interpolate(s_patch, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        cls_bias = None
+        if c.cls_token_lambda:  # global-bias alleviation: λ · sim(CLS, T') per window, added to every pixel
             t_cls = t if c.sga_cls_term else self.text_embeds.expand_as(t)
-            cls_logits = torch.einsum("bd,bqd->bq", F.normalize(cls, dim=-1), t_cls)
-            logits = logits + c.cls_token_lambda * cls_logits[:, :, None, None]
+            cls_bias = c.cls_token_lambda * torch.einsum("bd,bqd->bq", F.normalize(cls, dim=-1), t_cls)[..., None, None]
+        if c.cce and cls_bias is not None and c.cls_term_target == "upsampled":
+            logits = logits + cls_bias  # on S_up only: λ(1 − β) after the fusion (decision D9)
+            cls_bias = None
+        if c.cce:
+            logits = fuse_logits(self._cce(x, s_patch), logits, c.beta)  # Eq. 14
+        if cls_bias is not None:
+            logits = logits + cls_bias
         top, left = (x.shape[-2] - h) // 2, (x.shape[-1] - w) // 2
-        return logits[:, :, top:top + h, left:left + w]
+        return logits[:, :, top : top + h, left : left + w]
 
     def _image_text(self, region: Region, boxes: torch.Tensor) -> torch.Tensor:
         """SGA over the whole image (``sga_scope='image'``): one ``[Q, D]`` for all windows.
@@ -269,17 +311,20 @@ class Segmentor:
         for _, crops in window_batches(boxes, self.window_batch, region):
             x, patch, _ = self._encode(crops)
             src = self._upsample(patch, x) if c.sga_source == "upsampled" else patch
-            f = F.normalize(src.flatten(2).transpose(1, 2), dim=-1).reshape(-1, src.shape[1])  # [B*N, D]
+            raw = src.flatten(2).transpose(1, 2).reshape(-1, src.shape[1])  # [B*N, D]
+            f = F.normalize(raw, dim=-1)
             sim = self.text_embeds @ f.T  # [Q, B*N]
             top = sim.topk(min(c.top_n, sim.shape[1]), dim=1)
-            cand_sim, cand_feat = top.values, f[top.indices]  # [Q, n], [Q, n, D]
+            cand_sim, cand_feat = top.values, (f if c.sga_prototype_norm else raw)[top.indices]  # [Q, n], [Q, n, D]
             if best_sim is not None:
                 cand_sim, cand_feat = torch.cat([best_sim, cand_sim], 1), torch.cat([best_feat, cand_feat], 1)
             keep = cand_sim.topk(min(c.top_n, cand_sim.shape[1]), dim=1).indices
             best_sim = cand_sim.gather(1, keep)
             best_feat = cand_feat.gather(1, keep[..., None].expand(-1, -1, cand_feat.shape[-1]))
         # the candidates are the global top-n patches; SGA over them selects exactly those
-        return self_guided_alignment(best_feat, self.text_embeds[:, None, :], c.alpha, c.top_n)[:, 0]
+        return self_guided_alignment(best_feat, self.text_embeds[:, None, :], c.alpha, c.top_n, c.sga_prototype_norm)[
+            :, 0
+        ]
 
     def _logit_bands(self, region: Region, height: int, width: int) -> Iterator[tuple[int, torch.Tensor]]:
         """Count-averaged query logits of an image in bands of finished rows ``(row_start, [Q, r, W])``
@@ -288,14 +333,15 @@ class Segmentor:
         text = None
         if c.sga and c.sga_scope == "image":  # one pass over all windows first
             text = self._image_text(region, window_boxes(height, width, c.crop, c.stride))
-        yield from stream_windows(height, width, c.crop, c.stride, self.window_batch, region,
-                                  lambda crops: self.window_logits(crops, text))
+        yield from stream_windows(
+            height, width, c.crop, c.stride, self.window_batch, region, lambda crops: self.window_logits(crops, text)
+        )
 
     def _full_logits(self, region: Region, height: int, width: int) -> torch.Tensor:
         """All bands of :meth:`_logit_bands` in one ``[Q, H, W]``."""
         out = torch.empty(len(self.classes.queries), height, width, device=self.device)
         for r, band in self._logit_bands(region, height, width):
-            out[:, r:r + band.shape[1]] = band
+            out[:, r : r + band.shape[1]] = band
         return out
 
     @torch.inference_mode()
@@ -334,12 +380,13 @@ class Segmentor:
 
         if not keep_logits and (height, width) == (h0, w0):
             for r, band in self._logit_bands(region, height, width):
-                labels[r:r + band.shape[1]] = to_labels(band)
+                labels[r : r + band.shape[1]] = to_labels(band)
             return Prediction(labels=labels, logits=None)
         logits = self._full_logits(region, height, width)
         for r in range(0, h0, strip_rows):
-            labels[r:r + min(strip_rows, h0 - r)] = to_labels(bilinear_rows(logits, (h0, w0), r,
-                                                                           min(r + strip_rows, h0)))
+            labels[r : r + min(strip_rows, h0 - r)] = to_labels(
+                bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))
+            )
         return Prediction(labels=labels, logits=logits if keep_logits else None)
 
     def segment(self, image: np.ndarray) -> np.ndarray:
@@ -347,8 +394,13 @@ class Segmentor:
         return self.predict(image, keep_logits=False).labels
 
 
-def build_segmentor(preset: str = "alignclip-d", dataset: str | None = None,
-                    classes: Sequence[str] | None = None, smoke: bool = False, **overrides) -> Segmentor:
+def build_segmentor(
+    preset: str = "alignclip-d",
+    dataset: str | None = None,
+    classes: Sequence[str] | None = None,
+    smoke: bool = False,
+    **overrides,
+) -> Segmentor:
     """One call from a preset, a dataset name or class names, and config overrides to a ready segmentor.
 
     Args:

@@ -13,6 +13,7 @@ paper (:func:`paper_comparison`, :func:`main_table`, :func:`paired_deltas`, ...)
 - :mod:`~alignclip.study.analysis`, :mod:`~alignclip.study.analysis_figures`: Table 1 and the feature maps;
 - :mod:`~alignclip.study.bench`: the cost benchmark (Table 11);
 - :mod:`~alignclip.study.crf`: dense CRF runs (Table 13);
+- :mod:`~alignclip.study.decisions`: what each open choice of the decisions register changes;
 - :mod:`~alignclip.study.qualitative`: qualitative panels.
 """
 
@@ -55,6 +56,13 @@ from alignclip.study.context import (
     write_notebook_results,
 )
 from alignclip.study.crf import crf_run_labels, evaluate_crf_runs
+from alignclip.study.decisions import (
+    decision_effects,
+    decision_runs,
+    decision_table,
+    plot_decision_forest,
+    select_decisions,
+)
 from alignclip.study.gains import (
     TABLE3,
     TABLE3_CLAIMS,
@@ -127,6 +135,9 @@ __all__ = [
     "collect_domain_features",
     "cost_note",
     "crf_run_labels",
+    "decision_effects",
+    "decision_runs",
+    "decision_table",
     "deltas_beside_paper",
     "deltas_vs_paper",
     "describe_runs",
@@ -143,6 +154,7 @@ __all__ = [
     "paper_deltas",
     "paper_gains",
     "plot_breakdown",
+    "plot_decision_forest",
     "plot_deltas",
     "plot_embeddings",
     "plot_gains",
@@ -162,6 +174,7 @@ __all__ = [
     "run_audit",
     "run_header",
     "run_sweep",
+    "select_decisions",
     "separability",
     "settings_table",
     "start_study",

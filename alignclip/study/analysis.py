@@ -18,6 +18,7 @@ from alignclip.errors import InputError
 from alignclip.evaluation.bootstrap import classify_gain
 from alignclip.evaluation.features import DomainFeatures
 from alignclip.kinds import PIPELINE_CHECK
+from alignclip.paper.tables import load_table
 
 __all__ = [
     "EMBED_METHODS",
@@ -50,8 +51,9 @@ def _triu_pairs(k: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
     return i, j
 
 
-def intra_class_similarity(feats: np.ndarray, class_ids: np.ndarray, max_pairs_per_class: int | None = None,
-                           seed: int = 0) -> dict[str, Any]:
+def intra_class_similarity(
+    feats: np.ndarray, class_ids: np.ndarray, max_pairs_per_class: int | None = None, seed: int = 0
+) -> dict[str, Any]:
     """Pooled intra-class cosine similarity (our protocol for the paper's Table 1).
 
     For every class c with n_c >= 2 patches, the cosine similarity of every unordered pair of distinct patches
@@ -89,16 +91,18 @@ def intra_class_similarity(feats: np.ndarray, class_ids: np.ndarray, max_pairs_p
             sims = (f @ f.T)[i, j]
         values.append(sims)
         key = c.item() if hasattr(c, "item") else c
-        per_class[key] = dict(mean=float(sims.mean()) if len(sims) else float("nan"), n_pairs=int(len(sims)),
-                              n_patches=int(n))
+        per_class[key] = dict(
+            mean=float(sims.mean()) if len(sims) else float("nan"), n_pairs=int(len(sims)), n_patches=int(n)
+        )
     values = np.concatenate(values).astype(np.float32) if values else np.zeros(0, np.float32)
     mean = float(values.astype(np.float64).mean()) if len(values) else float("nan")
     std = float(values.astype(np.float64).std()) if len(values) else float("nan")
     return dict(mean=mean, std=std, n_pairs=int(len(values)), values=values, per_class=per_class)
 
 
-def domain_similarity(features: DomainFeatures, max_pairs_per_class: int | None = None,
-                      seed: int = 0) -> dict[str, dict[str, Any]]:
+def domain_similarity(
+    features: DomainFeatures, max_pairs_per_class: int | None = None, seed: int = 0
+) -> dict[str, dict[str, Any]]:
     """:func:`intra_class_similarity` of each domain (classes per dataset)."""
     out = {}
     for d in dict.fromkeys(features.domains):
@@ -107,25 +111,32 @@ def domain_similarity(features: DomainFeatures, max_pairs_per_class: int | None 
     return out
 
 
-def table1_comparison(sims: Mapping[str, Mapping[str, Any]], kind: str = "pipeline-check") -> pd.DataFrame:
+def table1_comparison(sims: Mapping[str, Mapping[str, Any]], kind: str = PIPELINE_CHECK) -> pd.DataFrame:
     """Paper's Table 1 beside ours: ``domain, paper_pairs, paper_mean, paper_std, pairs, mean, std, delta_mean,
     delta_std, kind``."""
-    from alignclip.paper.tables import load_table
-
     paper = load_table("table1_intra_class_similarity").set_index("domain")
     rows = []
     for domain, res in sims.items():
         p = paper.loc[domain] if domain in paper.index else None
         pm, ps = (float(p["similarity_mean"]), float(p["similarity_std"])) if p is not None else (None, None)
-        rows.append(dict(domain=domain, paper_pairs=None if p is None else int(p["pairs"]), paper_mean=pm,
-                         paper_std=ps, pairs=res["n_pairs"], mean=res["mean"], std=res["std"],
-                         delta_mean=None if pm is None else res["mean"] - pm,
-                         delta_std=None if ps is None else res["std"] - ps, kind=kind))
+        rows.append(
+            dict(
+                domain=domain,
+                paper_pairs=None if p is None else int(p["pairs"]),
+                paper_mean=pm,
+                paper_std=ps,
+                pairs=res["n_pairs"],
+                mean=res["mean"],
+                std=res["std"],
+                delta_mean=None if pm is None else res["mean"] - pm,
+                delta_std=None if ps is None else res["std"] - ps,
+                kind=kind,
+            )
+        )
     return pd.DataFrame(rows)
 
 
-def _pair_moments(feats: np.ndarray, class_ids: np.ndarray, image_idx: np.ndarray,
-                  n_img: int) -> np.ndarray:
+def _pair_moments(feats: np.ndarray, class_ids: np.ndarray, image_idx: np.ndarray, n_img: int) -> np.ndarray:
     """``[3, n_img, n_img]``: count, sum and sum of squares of same-class pair similarities between images
     (ordered pairs of distinct patches; the diagonal holds within-image pairs)."""
     out = np.zeros((3, n_img, n_img))
@@ -141,8 +152,14 @@ def _pair_moments(feats: np.ndarray, class_ids: np.ndarray, image_idx: np.ndarra
     return out
 
 
-def bootstrap_domain_gap(features: DomainFeatures, domain_a: str = RS_DOMAIN, domain_b: str = NATURAL_DOMAIN,
-                         n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict[str, float]:
+def bootstrap_domain_gap(
+    features: DomainFeatures,
+    domain_a: str = RS_DOMAIN,
+    domain_b: str = NATURAL_DOMAIN,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> dict[str, float]:
     """Bootstrap over images of ``mean_a - mean_b`` and ``std_a - std_b`` of the pooled intra-class similarity.
 
     Images are resampled with replacement within each dataset (the design draws a fixed number per dataset); a
@@ -173,28 +190,49 @@ def bootstrap_domain_gap(features: DomainFeatures, domain_a: str = RS_DOMAIN, do
         cnt, s1, s2 = (((weights @ m) * weights).sum(1) for m in moments)  # wᵀ M w per resample
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = s1 / cnt
-            std = np.sqrt(np.maximum(s2 / cnt - mean ** 2, 0.0))
+            std = np.sqrt(np.maximum(s2 / cnt - mean**2, 0.0))
         stats[name] = (mean, std)
     (ma, sa), (mb, sb) = stats[domain_a], stats[domain_b]
     q = [(1 - ci) / 2, 1 - (1 - ci) / 2]
     dm, ds = ma - mb, sa - sb
     mlo, mhi = np.nanquantile(dm[1:], q)
     slo, shi = np.nanquantile(ds[1:], q)
-    return dict(mean_a=float(ma[0]), mean_b=float(mb[0]), std_a=float(sa[0]), std_b=float(sb[0]),
-                delta_mean=float(dm[0]), mean_ci_low=float(mlo), mean_ci_high=float(mhi), delta_std=float(ds[0]),
-                std_ci_low=float(slo), std_ci_high=float(shi), n_boot=n_boot)
+    return dict(
+        mean_a=float(ma[0]),
+        mean_b=float(mb[0]),
+        std_a=float(sa[0]),
+        std_b=float(sb[0]),
+        delta_mean=float(dm[0]),
+        mean_ci_low=float(mlo),
+        mean_ci_high=float(mhi),
+        delta_std=float(ds[0]),
+        std_ci_low=float(slo),
+        std_ci_high=float(shi),
+        n_boot=n_boot,
+    )
 
 
 def check_compactness(gap: Mapping[str, float], pipeline_check: bool) -> pd.DataFrame:
     """Verdicts on the paper's claim "remote sensing is more compact": higher mean AND lower std (Table 1)."""
     rows = []
-    for stat, sign, lo, hi in (("mean similarity", +1, "mean_ci_low", "mean_ci_high"),
-                               ("std of similarity", -1, "std_ci_low", "std_ci_high")):
+    for stat, sign, lo, hi in (
+        ("mean similarity", +1, "mean_ci_low", "mean_ci_high"),
+        ("std of similarity", -1, "std_ci_low", "std_ci_high"),
+    ):
         key = "mean" if sign > 0 else "std"
         verdict = PIPELINE_CHECK if pipeline_check else classify_gain((gap[lo], gap[hi]), claimed_sign=sign)
-        rows.append(dict(statistic=stat, claim="RS higher" if sign > 0 else "RS lower",
-                         remote_sensing=gap[f"{key}_a"], natural=gap[f"{key}_b"], delta=gap[f"delta_{key}"],
-                         ci_low=gap[lo], ci_high=gap[hi], verdict=verdict))
+        rows.append(
+            dict(
+                statistic=stat,
+                claim="RS higher" if sign > 0 else "RS lower",
+                remote_sensing=gap[f"{key}_a"],
+                natural=gap[f"{key}_b"],
+                delta=gap[f"delta_{key}"],
+                ci_low=gap[lo],
+                ci_high=gap[hi],
+                verdict=verdict,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -231,6 +269,12 @@ def embed_2d(feats: np.ndarray, method: str = "tsne", seed: int = 0, n_neighbors
     knn_dist = np.maximum(np.take_along_axis(dist, knn, 1), 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # "n_jobs overridden by random_state", "no search index": intended
-        model = umap.UMAP(n_components=2, n_neighbors=k, metric="cosine", random_state=seed,
-                          force_approximation_algorithm=True, precomputed_knn=(knn, knn_dist, None))
+        model = umap.UMAP(
+            n_components=2,
+            n_neighbors=k,
+            metric="cosine",
+            random_state=seed,
+            force_approximation_algorithm=True,
+            precomputed_knn=(knn, knn_dist, None),
+        )
         return model.fit_transform(feats)

@@ -16,6 +16,7 @@ import pandas as pd
 
 from alignclip.errors import InputError
 from alignclip.kinds import kind_of, labelled
+from alignclip.paper.tables import load_table
 from alignclip.study.analysis import EMBED_METHODS, DomainFeatures, embed_2d
 
 _METHOD_NAMES = {"tsne": "t-SNE", "umap": "UMAP"}
@@ -32,8 +33,13 @@ def _pick_classes(label: np.ndarray, datasets: np.ndarray, n: int, rng: np.rando
     return df.sort_values(["rank", "size", "tie"], ascending=[True, False, True])["label"].head(n).tolist()
 
 
-def embed_domains(features: DomainFeatures, methods: Sequence[str] = EMBED_METHODS, max_points: int = 600,
-                  top_classes: int = 8, seed: int = 0) -> pd.DataFrame:
+def embed_domains(
+    features: DomainFeatures,
+    methods: Sequence[str] = EMBED_METHODS,
+    max_points: int = 600,
+    top_classes: int = 8,
+    seed: int = 0,
+) -> pd.DataFrame:
     """2-D maps of each domain (a seeded sample of ``max_points`` patches, one map per method).
 
     Returns:
@@ -72,15 +78,26 @@ def separability(features: DomainFeatures, max_points: int = 2000, seed: int = 0
         n_cls = len(np.unique(sub.class_ids))
         score = float("nan")
         if 2 <= n_cls < len(sub.feats):
-            score = float(silhouette_score(sub.feats, sub.class_ids, metric="cosine",
-                                           sample_size=min(max_points, len(sub.feats)), random_state=seed))
-        rows.append(dict(domain=domain, dataset=name, patches=len(sub.feats), classes=n_cls,
-                         silhouette=score))
+            score = float(
+                silhouette_score(
+                    sub.feats,
+                    sub.class_ids,
+                    metric="cosine",
+                    sample_size=min(max_points, len(sub.feats)),
+                    random_state=seed,
+                )
+            )
+        rows.append(dict(domain=domain, dataset=name, patches=len(sub.feats), classes=n_cls, silhouette=score))
     return pd.DataFrame(rows)
 
 
-def plot_similarity_distributions(sims: Mapping[str, Mapping[str, Any]], title: str = "",
-                                  pipeline_check: bool = False, max_values: int = 20000, seed: int = 0):
+def plot_similarity_distributions(
+    sims: Mapping[str, Mapping[str, Any]],
+    title: str = "",
+    pipeline_check: bool = False,
+    max_values: int = 20000,
+    seed: int = 0,
+):
     """Violins of the pooled intra-class similarities per domain (ours; the paper's mean ± std as black bars),
     and a box plot of the per-class mean similarities.
 
@@ -91,8 +108,6 @@ def plot_similarity_distributions(sims: Mapping[str, Mapping[str, Any]], title: 
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    from alignclip.paper.tables import load_table
-
     if not sims:
         raise InputError("plot_similarity_distributions got no domain; pass {domain: intra_class_similarity()}")
     rng = np.random.default_rng(seed)
@@ -101,24 +116,28 @@ def plot_similarity_distributions(sims: Mapping[str, Mapping[str, Any]], title: 
         v = res["values"]
         v = v[np.sort(rng.choice(len(v), max_values, replace=False))] if len(v) > max_values else v
         pairs.append(pd.DataFrame(dict(domain=domain, similarity=v)))
-        classes.append(pd.DataFrame(dict(domain=domain, similarity=[c["mean"] for c in res["per_class"].values()
-                                                                    if c["n_pairs"]])))
+        classes.append(
+            pd.DataFrame(dict(domain=domain, similarity=[c["mean"] for c in res["per_class"].values() if c["n_pairs"]]))
+        )
     pairs, classes = pd.concat(pairs, ignore_index=True), pd.concat(classes, ignore_index=True)
     order = list(sims)
     paper = load_table("table1_intra_class_similarity").set_index("domain")
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4), gridspec_kw=dict(width_ratios=[3, 2]))
-    sns.violinplot(data=pairs, x="domain", y="similarity", hue="domain", order=order, cut=0, inner="quartile",
-                   ax=ax1, legend=False)
+    sns.violinplot(
+        data=pairs, x="domain", y="similarity", hue="domain", order=order, cut=0, inner="quartile", ax=ax1, legend=False
+    )
     for x, domain in enumerate(order):
         if domain in paper.index:
             m, s = float(paper.loc[domain, "similarity_mean"]), float(paper.loc[domain, "similarity_std"])
-            ax1.errorbar(x + 0.3, m, yerr=s, fmt="o", color="black", capsize=4,
-                         label="paper mean ± std" if x == 0 else None)
+            ax1.errorbar(
+                x + 0.3, m, yerr=s, fmt="o", color="black", capsize=4, label="paper mean ± std" if x == 0 else None
+            )
     ax1.set(title="pair similarities (ours) vs paper", xlabel="", ylabel="cosine similarity of same-class pairs")
     if ax1.get_legend_handles_labels()[0]:
         ax1.legend(loc="lower left")
-    sns.boxplot(data=classes, x="domain", y="similarity", hue="domain", order=order, ax=ax2, legend=False,
-                showfliers=False)
+    sns.boxplot(
+        data=classes, x="domain", y="similarity", hue="domain", order=order, ax=ax2, legend=False, showfliers=False
+    )
     sns.stripplot(data=classes, x="domain", y="similarity", order=order, color="black", size=3, ax=ax2)
     ax2.set(title="per-class mean similarity", xlabel="", ylabel="mean cosine similarity")
     fig.suptitle(labelled(title or "Intra-class feature similarity (Table 1)", kind_of(pipeline_check)))
@@ -135,8 +154,7 @@ def plot_embeddings(maps: pd.DataFrame, title: str = "", pipeline_check: bool = 
     if maps.empty:
         raise InputError("plot_embeddings got an empty table; pass the output of embed_domains")
     methods, domains = list(dict.fromkeys(maps["method"])), list(dict.fromkeys(maps["domain"]))
-    fig, axes = plt.subplots(len(methods), len(domains), figsize=(6 * len(domains), 4.6 * len(methods)),
-                             squeeze=False)
+    fig, axes = plt.subplots(len(methods), len(domains), figsize=(6 * len(domains), 4.6 * len(methods)), squeeze=False)
     for r, method in enumerate(methods):
         for c, domain in enumerate(domains):
             ax = axes[r][c]
@@ -146,8 +164,13 @@ def plot_embeddings(maps: pd.DataFrame, title: str = "", pipeline_check: bool = 
             named = sub[sub["cls"] != "other"].sort_values("cls")
             sns.scatterplot(data=named, x="x", y="y", hue="cls", s=12, ax=ax, palette="tab10", linewidth=0)
             name = _METHOD_NAMES.get(method, method)
-            ax.set(title=f"{domain} — {name} ({len(sub)} patches)", xlabel=f"{name} 1", ylabel=f"{name} 2",
-                   xticks=[], yticks=[])
+            ax.set(
+                title=f"{domain} — {name} ({len(sub)} patches)",
+                xlabel=f"{name} 1",
+                ylabel=f"{name} 2",
+                xticks=[],
+                yticks=[],
+            )
             ax.legend(fontsize=7, markerscale=1.5, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.suptitle(labelled(title or "CLIP patch features by class (Fig. 1c / Fig. 5)", kind_of(pipeline_check)))
     fig.tight_layout()

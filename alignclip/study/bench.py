@@ -13,24 +13,56 @@ from typing import Any
 import pandas as pd
 
 from alignclip.errors import ConfigError, InputError
-from alignclip.kinds import PIPELINE_CHECK, kind_of, labelled
+from alignclip.evaluation.bench import bench_configs, growth, run_bench
+from alignclip.kinds import PIPELINE_CHECK, PIPELINE_CHECK_LABEL, kind_of, labelled
+from alignclip.paper.names import TABLE11_ROWS
 from alignclip.paper.tables import load_table
 
-#: Our preset spec → the paper's Table 11 row.
-PAPER_ROWS = {
-    "segearth-ov": "SegEarth-OV",
-    "segearth-ov+sga": "DINO +SGA",
-    "segearth-ov+cce": "DINO +CCE",
-    "alignclip-d": "AlignCLIP-D",
-    "segearth-ov+cce:vfm=sam_vitb": "SAM +CCE",
-    "alignclip-s": "AlignCLIP-S",
-}
+__all__ = [
+    "BASELINE",
+    "EFFICIENCY_TARGET",
+    "FRAME_COLUMNS",
+    "SMOKE_GEOMETRY",
+    "SMOKE_GROWTH_SIZES",
+    "SMOKE_SIZE",
+    "WEIGHTS",
+    "bench_frame",
+    "check_targets",
+    "cost_note",
+    "deterministic_summary",
+    "plot_breakdown",
+    "plot_growth",
+    "plot_table11",
+    "run_header",
+    "study_bench",
+    "study_configs",
+    "study_growth",
+    "table11_comparison",
+]
+
 BASELINE = "segearth-ov"
 EFFICIENCY_TARGET = "segearth-ov efficiency (reference GFLOP/s / matmul GFLOP/s)"
-FRAME_COLUMNS = ["preset", "n_windows", "ms_per_image", "peak_mem_mb", "weights_mb", "activation_mb",
-                 "gflop_per_image", "gflop_clip", "gflop_upsampler", "gflop_vfm", "gflop_rest", "ref_upsampler_gflop",
-                 "reference_gflop_per_image", "achieved_gflops", "efficiency", "reference_efficiency", "ms_ratio",
-                 "mem_ratio", "gflop_ratio"]
+FRAME_COLUMNS = [
+    "preset",
+    "n_windows",
+    "ms_per_image",
+    "peak_mem_mb",
+    "weights_mb",
+    "activation_mb",
+    "gflop_per_image",
+    "gflop_clip",
+    "gflop_upsampler",
+    "gflop_vfm",
+    "gflop_rest",
+    "ref_upsampler_gflop",
+    "reference_gflop_per_image",
+    "achieved_gflops",
+    "efficiency",
+    "reference_efficiency",
+    "ms_ratio",
+    "mem_ratio",
+    "gflop_ratio",
+]
 
 
 def bench_frame(result: dict[str, Any]) -> pd.DataFrame:
@@ -42,8 +74,10 @@ def _baseline(result: dict[str, Any]) -> dict[str, Any]:
     for rec in result["presets"]:
         if rec["preset"] == BASELINE:
             return rec
-    raise InputError(f"the bench result has no {BASELINE!r} preset (has "
-                     f"{', '.join(r['preset'] for r in result['presets'])}); rerun with --presets {BASELINE} ...")
+    raise InputError(
+        f"the bench result has no {BASELINE!r} preset (has "
+        f"{', '.join(r['preset'] for r in result['presets'])}); rerun with --presets {BASELINE} ..."
+    )
 
 
 def run_header(result: dict[str, Any]) -> str:
@@ -51,9 +85,11 @@ def run_header(result: dict[str, Any]) -> str:
     env, rate = result["environment"], result["matmul_gflops"]
     load = [env.get(k, {}) for k in ("load_before", "load_after")]
     pressure = ", ".join(f"{x.get('cpu_pressure_avg10', float('nan')):.0f} %" for x in load)
-    return (f"{env['device_name']}; dense fp32 matmul {rate['before']:.1f} / {rate['after']:.1f} GFLOP/s (before / "
-            f"after); 1-min load {load[0].get('loadavg_1min', float('nan')):.1f} / "
-            f"{load[1].get('loadavg_1min', float('nan')):.1f}; CPU pressure from other tasks {pressure}")
+    return (
+        f"{env['device_name']}; dense fp32 matmul {rate['before']:.1f} / {rate['after']:.1f} GFLOP/s (before / "
+        f"after); 1-min load {load[0].get('loadavg_1min', float('nan')):.1f} / "
+        f"{load[1].get('loadavg_1min', float('nan')):.1f}; CPU pressure from other tasks {pressure}"
+    )
 
 
 def table11_comparison(result: dict[str, Any]) -> pd.DataFrame:
@@ -67,7 +103,7 @@ def table11_comparison(result: dict[str, Any]) -> pd.DataFrame:
     base_p, base_o = paper.loc["SegEarth-OV"], _baseline(result)
     rows = []
     for rec in result["presets"]:
-        method = PAPER_ROWS.get(rec["preset"])
+        method = TABLE11_ROWS.get(rec["preset"])
         if method is None:
             continue
         p = paper.loc[method]
@@ -75,10 +111,22 @@ def table11_comparison(result: dict[str, Any]) -> pd.DataFrame:
         pr_mem = p["memory_mb"] / base_p["memory_mb"]
         or_ms = rec["ms_per_image"] / base_o["ms_per_image"]
         or_mem = rec["peak_mem_mb"] / base_o["peak_mem_mb"]
-        rows.append(dict(method=method, preset=rec["preset"], paper_ms=float(p["time_ms_per_image"]),
-                         paper_mem_mb=float(p["memory_mb"]), paper_ms_ratio=pr_ms, paper_mem_ratio=pr_mem,
-                         ours_ms=rec["ms_per_image"], ours_mem_mb=rec["peak_mem_mb"], ours_ms_ratio=or_ms,
-                         ours_mem_ratio=or_mem, ms_ratio_delta=or_ms - pr_ms, mem_ratio_delta=or_mem - pr_mem))
+        rows.append(
+            dict(
+                method=method,
+                preset=rec["preset"],
+                paper_ms=float(p["time_ms_per_image"]),
+                paper_mem_mb=float(p["memory_mb"]),
+                paper_ms_ratio=pr_ms,
+                paper_mem_ratio=pr_mem,
+                ours_ms=rec["ms_per_image"],
+                ours_mem_mb=rec["peak_mem_mb"],
+                ours_ms_ratio=or_ms,
+                ours_mem_ratio=or_mem,
+                ms_ratio_delta=or_ms - pr_ms,
+                mem_ratio_delta=or_mem - pr_mem,
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -92,7 +140,7 @@ def check_targets(result: dict[str, Any], pipeline_check: bool = False) -> pd.Da
     - SGA costs <= 3 % time over SegEarth-OV;
     - CCE's time ratio <= its FLOP ratio + 0.10 (it costs no more than its VFM's share of the FLOPs plus 10 %);
     - AlignCLIP-D peak memory <= 1.9x SegEarth-OV.
-    Targets whose presets were not run are left out. ``verdict`` is "met" / "missed", or "pipeline check" for
+    Targets whose presets were not run are left out. ``verdict`` is "met" / "missed", or "pipeline-check" for
     runs of the tiny models (whose costs say nothing about the real ones).
     """
     recs = {r["preset"]: r for r in result["presets"]}
@@ -100,19 +148,27 @@ def check_targets(result: dict[str, Any], pipeline_check: bool = False) -> pd.Da
     if base is None:
         return pd.DataFrame(columns=["target", "value", "threshold", "met", "verdict"])
     reference = base.get("reference_efficiency")
-    rows = [(EFFICIENCY_TARGET, base["efficiency"] if reference is None else reference, 0.70, ">="),
-            ("segearth-ov peak memory (MB)", base["peak_mem_mb"], 3072.0, "<=")]
+    rows = [
+        (EFFICIENCY_TARGET, base["efficiency"] if reference is None else reference, 0.70, ">="),
+        ("segearth-ov peak memory (MB)", base["peak_mem_mb"], 3072.0, "<="),
+    ]
     if "segearth-ov+sga" in recs:
         rows.append(("sga time ratio", recs["segearth-ov+sga"]["ms_per_image"] / base["ms_per_image"], 1.03, "<="))
     if "segearth-ov+cce" in recs:
         cce = recs["segearth-ov+cce"]
-        rows.append(("cce time ratio - (flop ratio + 0.10)", cce["ms_per_image"] / base["ms_per_image"]
-                     - (cce["gflop_per_image"] / base["gflop_per_image"] + 0.10), 0.0, "<="))
+        rows.append(
+            (
+                "cce time ratio - (flop ratio + 0.10)",
+                cce["ms_per_image"] / base["ms_per_image"] - (cce["gflop_per_image"] / base["gflop_per_image"] + 0.10),
+                0.0,
+                "<=",
+            )
+        )
     if "alignclip-d" in recs:
-        rows.append(("alignclip-d memory ratio", recs["alignclip-d"]["peak_mem_mb"] / base["peak_mem_mb"], 1.9,
-                     "<="))
-    out = pd.DataFrame([dict(target=t, value=v, threshold=th, met=bool(v >= th if op == ">=" else v <= th))
-                        for t, v, th, op in rows])
+        rows.append(("alignclip-d memory ratio", recs["alignclip-d"]["peak_mem_mb"] / base["peak_mem_mb"], 1.9, "<="))
+    out = pd.DataFrame(
+        [dict(target=t, value=v, threshold=th, met=bool(v >= th if op == ">=" else v <= th)) for t, v, th, op in rows]
+    )
     out["verdict"] = PIPELINE_CHECK if pipeline_check else out["met"].map({True: "met", False: "missed"})
     return out
 
@@ -123,13 +179,16 @@ def deterministic_summary(result: dict[str, Any], growth: pd.DataFrame | None = 
     for rec in result["presets"]:
         ref = rec["ref_upsampler_gflop"]
         ref_text = f"{ref:.2f}" if ref is not None else "-"
-        lines.append(f"{rec['preset']:<30s} windows {rec['n_windows']:3d}  GFLOP/image {rec['gflop_per_image']:9.2f}"
-                     f"  (clip {rec['gflop_clip']:.2f}, upsampler {rec['gflop_upsampler']:.2f}, "
-                     f"vfm {rec['gflop_vfm']:.2f}, rest {rec['gflop_rest']:.2f}; upsampler reference order {ref_text})")
+        lines.append(
+            f"{rec['preset']:<30s} windows {rec['n_windows']:3d}  GFLOP/image {rec['gflop_per_image']:9.2f}"
+            f"  (clip {rec['gflop_clip']:.2f}, upsampler {rec['gflop_upsampler']:.2f}, "
+            f"vfm {rec['gflop_vfm']:.2f}, rest {rec['gflop_rest']:.2f}; upsampler reference order {ref_text})"
+        )
     if growth is not None:
         for _, row in growth.iterrows():
-            lines.append(f"growth {row['preset']:<23s} long side {int(row['long_side']):5d}: "
-                         f"{int(row['n_windows']):4d} windows")
+            lines.append(
+                f"growth {row['preset']:<23s} long side {int(row['long_side']):5d}: {int(row['n_windows']):4d} windows"
+            )
     return "\n".join(lines)
 
 
@@ -142,14 +201,23 @@ def plot_table11(comparison: pd.DataFrame, pipeline_check: bool = False):
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    long = pd.concat([
-        comparison.assign(source=src, ratio=comparison[f"{src}_{what}_ratio"], measure=label)
-        for src in ("paper", "ours") for what, label in (("ms", "time / SegEarth-OV"),
-                                                          ("mem", "memory / SegEarth-OV"))])
+    long = pd.concat(
+        [
+            comparison.assign(source=src, ratio=comparison[f"{src}_{what}_ratio"], measure=label)
+            for src in ("paper", "ours")
+            for what, label in (("ms", "time / SegEarth-OV"), ("mem", "memory / SegEarth-OV"))
+        ]
+    )
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8), sharey=False)
     for ax, measure in zip(axes, ("time / SegEarth-OV", "memory / SegEarth-OV"), strict=True):
-        sns.barplot(data=long[long["measure"] == measure], x="method", y="ratio", hue="source", ax=ax,
-                    palette=["#9e9e9e", "#1f77b4"])
+        sns.barplot(
+            data=long[long["measure"] == measure],
+            x="method",
+            y="ratio",
+            hue="source",
+            ax=ax,
+            palette=["#9e9e9e", "#1f77b4"],
+        )
         ax.axhline(1.0, color="black", linewidth=0.8, linestyle="--")
         ax.set_title(measure)
         ax.set_xlabel("")
@@ -165,8 +233,11 @@ def plot_breakdown(result: dict[str, Any], pipeline_check: bool = False):
     import matplotlib.pyplot as plt
 
     parts = ["clip", "upsampler", "vfm", "cce_rest", "other"]
-    rows = [{"preset": r["preset"], **{k: r["breakdown_ms"][k] for k in parts}}
-            for r in result["presets"] if r.get("breakdown_ms")]
+    rows = [
+        {"preset": r["preset"], **{k: r["breakdown_ms"][k] for k in parts}}
+        for r in result["presets"]
+        if r.get("breakdown_ms")
+    ]
     if not rows:
         raise InputError("the bench result has no time breakdown; rerun without --no-breakdown")
     frame = pd.DataFrame(rows).set_index("preset")
@@ -193,13 +264,18 @@ def plot_growth(growth: pd.DataFrame, pipeline_check: bool = False):
         xs = np.array([0, sub["n_windows"].max()])
         ax_t.plot(xs, icpt + slope * xs, linestyle=":", color="grey", label=f"{preset}: {slope:.1f} ms/window fit")
     first = growth.iloc[0]
-    ax_t.set_xlabel(f"windows per image ({first['crop']}² px, stride {first['stride']}, "
-                    f"batches of {first['window_batch']})")
+    ax_t.set_xlabel(
+        f"windows per image ({first['crop']}² px, stride {first['stride']}, batches of {first['window_batch']})"
+    )
     ax_t.set_ylabel("ms per image")
     ax_t.set_title("time grows linearly with the windows")
     ax_t.legend(fontsize=8)
-    mem = growth.melt(id_vars=["preset", "long_side"], value_vars=["peak_mem_mb", "image_buffers_mb", "weights_mb"],
-                      var_name="quantity", value_name="MB")
+    mem = growth.melt(
+        id_vars=["preset", "long_side"],
+        value_vars=["peak_mem_mb", "image_buffers_mb", "weights_mb"],
+        var_name="quantity",
+        value_name="MB",
+    )
     sns.lineplot(data=mem, x="long_side", y="MB", hue="quantity", style="preset", marker="o", ax=ax_m)
     ax_m.set_xscale("log", base=2)
     ax_m.set_xticks(sorted(growth["long_side"].unique()), [str(s) for s in sorted(growth["long_side"].unique())])
@@ -224,8 +300,6 @@ def study_configs(ctx, presets, weights: str = "random", window_batch: int | str
     random weights unless ``weights="released"``: the cost is the same). ``window_batch`` > 0 or ``"auto"``
     overrides the windows per forward (1 = one window at a time, as the reference code's slide inference); 0
     leaves the config's (``"auto"`` by default: 1 on CPU, 32 on GPU, resolved by the segmentor)."""
-    from alignclip.evaluation.bench import bench_configs
-
     if weights not in WEIGHTS:
         raise ConfigError(f"weights={weights!r} is not valid; choose one of {', '.join(WEIGHTS)}")
     over: dict[str, Any] = {"device": ctx.device}
@@ -235,34 +309,44 @@ def study_configs(ctx, presets, weights: str = "random", window_batch: int | str
         return bench_configs(presets, smoke=True, **SMOKE_GEOMETRY, **over)
     if weights == "random":
         return bench_configs(presets, random_weights=True, **over)
-    return bench_configs(presets, pretrained=ctx.clip_pretrained, upsampler_ckpt=ctx.upsampler_ckpt,
-                         vfm_pretrained=ctx.vfm_pretrained, **over)
+    return bench_configs(
+        presets,
+        pretrained=ctx.clip_pretrained,
+        upsampler_ckpt=ctx.upsampler_ckpt,
+        vfm_pretrained=ctx.vfm_pretrained,
+        **over,
+    )
 
 
-def study_bench(ctx, presets, images: int = 3, size: int = 448, weights: str = "random",
-                bench_json: str = "", window_batch: int | str = 0) -> dict[str, Any]:
+def study_bench(
+    ctx,
+    presets,
+    images: int = 3,
+    size: int = 448,
+    weights: str = "random",
+    bench_json: str = "",
+    window_batch: int | str = 0,
+) -> dict[str, Any]:
     """Run the benchmark for a notebook, or (full profile) read an ``alignclip bench`` JSON given as ``bench_json``."""
-    from alignclip.evaluation.bench import run_bench
-
     if bench_json and not ctx.is_pipeline_check:
         path = Path(bench_json)
         if not path.is_file():
-            raise InputError(f"bench_json {path} not found; run `alignclip bench --random-weights --json {path}` "
-                             "first or leave bench_json empty to benchmark here")
+            raise InputError(
+                f"bench_json {path} not found; run `alignclip bench --random-weights --json {path}` "
+                "first or leave bench_json empty to benchmark here"
+            )
         body = json.loads(path.read_text())
         if "presets" not in body:
-            raise InputError(f"{path} is not an alignclip bench result (no 'presets'); pass the --json of "
-                             "`alignclip bench`")
+            raise InputError(
+                f"{path} is not an alignclip bench result (no 'presets'); pass the --json of `alignclip bench`"
+            )
         return body
     configs = study_configs(ctx, presets, weights, window_batch)
-    return run_bench(list(configs), configs=configs, images=images,
-                     size=SMOKE_SIZE if ctx.is_pipeline_check else size)
+    return run_bench(list(configs), configs=configs, images=images, size=SMOKE_SIZE if ctx.is_pipeline_check else size)
 
 
 def study_growth(ctx, preset: str, sizes, weights: str = "random", window_batch: int | str = 0) -> pd.DataFrame:
     """:func:`alignclip.evaluation.bench.growth` for a notebook (smoke: :data:`SMOKE_GROWTH_SIZES` with the tiny models)."""
-    from alignclip.evaluation.bench import growth
-
     config = study_configs(ctx, [preset], weights, window_batch)[preset]
     return growth(preset, SMOKE_GROWTH_SIZES if ctx.is_pipeline_check else tuple(sizes), config=config)
 
@@ -272,11 +356,15 @@ def cost_note(ctx, weights: str = "random"):
     from IPython.display import Markdown
 
     if ctx.is_pipeline_check:
-        text = ("**Cost benchmark, PIPELINE CHECK.** Tiny random models on 96-px images with 48-px windows: these "
-                "timings test the harness; they say nothing about the cost of the real models.")
+        text = (
+            f"**Cost benchmark, {PIPELINE_CHECK_LABEL}.** Tiny random models on 96-px images with 48-px windows: these "
+            "timings test the harness; they say nothing about the cost of the real models."
+        )
     elif weights == "random":
-        text = ("**Cost benchmark with real-size models and random weights.** Weights do not change the work: "
-                "time, memory and FLOPs are those of the released models. No segmentation quality is measured.")
+        text = (
+            "**Cost benchmark with real-size models and random weights.** Weights do not change the work: "
+            "time, memory and FLOPs are those of the released models. No segmentation quality is measured."
+        )
     else:
         text = "**Cost benchmark with the released weights** (CLIP, JBU upsampler, VFMs of the full profile)."
     return Markdown(f"> {text} Absolute times are this machine's; compare the ratios with the paper's.")

@@ -34,12 +34,15 @@ PROFILES = ("smoke", "full")
 #: What a notebook may need in the ``full`` profile: ``data`` (``data_root`` with every dataset converted under
 #: it) and ``weights`` (``upsampler_ckpt``; CLIP and VFM weights come from their own caches).
 NEEDS = ("data", "weights")
-PIPELINE_BANNER = (f"**{PIPELINE_CHECK_LABEL}.** This notebook ran in the `smoke` profile: a tiny randomly "
-                   "initialised CLIP, a random JBU upsampler and a tiny random VFM on generated data. Its numbers "
-                   "test that the code runs end to end; they are **not** reproduced results and say nothing about "
-                   "the paper's claims.")
-REAL_BANNER = ("**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler "
-               "{up}, VFM {vfm})")
+PIPELINE_BANNER = (
+    f"**{PIPELINE_CHECK_LABEL}.** This notebook ran in the `smoke` profile: a tiny randomly "
+    "initialised CLIP, a random JBU upsampler and a tiny random VFM on generated data. Its numbers "
+    "test that the code runs end to end; they are **not** reproduced results and say nothing about "
+    "the paper's claims."
+)
+REAL_BANNER = (
+    "**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler {up}, VFM {vfm})"
+)
 NO_WEIGHTS_BANNER = "**Full profile, no pretrained checkpoint needed.** This notebook ran in the `full` profile"
 
 
@@ -77,8 +80,12 @@ class StudyContext:
             return build_config(preset, dataset=dataset, smoke=True, **over)
         if self.upsampler_ckpt is None and "upsampler_ckpt" not in overrides and overrides.get("upsampler") != "none":
             raise ConfigError(_MISSING_UPSAMPLER)  # the notebook declared needs without "weights"; none was given
-        over = dict(pretrained=self.clip_pretrained, upsampler_ckpt=self.upsampler_ckpt,
-                    vfm_pretrained=self.vfm_pretrained, device=self.device)
+        over = dict(
+            pretrained=self.clip_pretrained,
+            upsampler_ckpt=self.upsampler_ckpt,
+            vfm_pretrained=self.vfm_pretrained,
+            device=self.device,
+        )
         over.update(overrides)
         return build_config(preset, dataset=dataset, **over)
 
@@ -94,18 +101,32 @@ class StudyContext:
         return self.data_root / dataset
 
 
-_MISSING_DATA_ROOT = ("profile='full' needs data_root: the folder holding one converted dataset per sub-folder (e.g. "
-                      "data/potsdam); set it with `-p data_root /path/to/data` (see book/setup.md)")
-_MISSING_UPSAMPLER = ("profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt (SegEarth-OV "
-                      "repository); set it with `-p upsampler_ckpt /path/to/xclip_jbu_one_million_aid.ckpt`, or "
-                      "`-p upsampler_ckpt none` for a random upsampler")
+_MISSING_DATA_ROOT = (
+    "profile='full' needs data_root: the folder holding one converted dataset per sub-folder (e.g. "
+    "data/potsdam); set it with `-p data_root /path/to/data` (see book/setup.md)"
+)
+_MISSING_UPSAMPLER = (
+    "profile='full' needs upsampler_ckpt: the path of xclip_jbu_one_million_aid.ckpt (SegEarth-OV "
+    "repository); set it with `-p upsampler_ckpt /path/to/xclip_jbu_one_million_aid.ckpt`, or "
+    "`-p upsampler_ckpt none` for a random upsampler"
+)
 
 
-def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, output_dir: str | Path = "results",
-                data_root: str | Path | None = None, device: str = "auto", limit: int | None = None,
-                n_boot: int = 1000, smoke_images: int = 3, smoke_size: int = 96, clip_pretrained: str = "openai",
-                upsampler_ckpt: str | None = None, vfm_pretrained: str = "default",
-                needs: Sequence[str] = NEEDS) -> StudyContext:
+def start_study(
+    profile: str = "smoke",
+    datasets: Sequence[str] | None = None,
+    output_dir: str | Path = "results",
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    limit: int | None = None,
+    n_boot: int = 1000,
+    smoke_images: int = 3,
+    smoke_size: int = 96,
+    clip_pretrained: str = "openai",
+    upsampler_ckpt: str | None = None,
+    vfm_pretrained: str = "default",
+    needs: Sequence[str] = NEEDS,
+) -> StudyContext:
     """Validate a notebook's parameters; one clear line when anything is wrong.
 
     Args:
@@ -115,11 +136,19 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
             that needs neither (the cost benchmark with random weights) runs with no data_root and no checkpoint.
             The ``smoke`` profile needs nothing.
     """
-    for name, value, types in (("profile", profile, str), ("datasets", datasets, (list, tuple, type(None))),
-                               ("output_dir", output_dir, (str, Path)), ("data_root", data_root, (str, Path, type(None))),
-                               ("device", device, str), ("limit", limit, (int, type(None))), ("n_boot", n_boot, int),
-                               ("smoke_images", smoke_images, int), ("smoke_size", smoke_size, int),
-                               ("upsampler_ckpt", upsampler_ckpt, (str, type(None))), ("needs", needs, (list, tuple))):
+    for name, value, types in (
+        ("profile", profile, str),
+        ("datasets", datasets, (list, tuple, type(None))),
+        ("output_dir", output_dir, (str, Path)),
+        ("data_root", data_root, (str, Path, type(None))),
+        ("device", device, str),
+        ("limit", limit, (int, type(None))),
+        ("n_boot", n_boot, int),
+        ("smoke_images", smoke_images, int),
+        ("smoke_size", smoke_size, int),
+        ("upsampler_ckpt", upsampler_ckpt, (str, type(None))),
+        ("needs", needs, (list, tuple)),
+    ):
         if not isinstance(value, types) or isinstance(value, bool):
             expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             raise ConfigError(f"parameter {name}={value!r} has the wrong type; expected {expected}")
@@ -127,8 +156,10 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
         raise ConfigError(f"profile={profile!r} is not valid; choose one of {', '.join(PROFILES)}")
     unknown_needs = [n for n in needs if n not in NEEDS]
     if unknown_needs:
-        raise ConfigError(f"needs={tuple(needs)!r}: unknown {', '.join(map(repr, unknown_needs))}; choose from "
-                          f"{', '.join(NEEDS)} (or none)")
+        raise ConfigError(
+            f"needs={tuple(needs)!r}: unknown {', '.join(map(repr, unknown_needs))}; choose from "
+            f"{', '.join(NEEDS)} (or none)"
+        )
     needs = tuple(n for n in NEEDS if n in needs)
     datasets = tuple(RS_DATASETS if datasets is None else datasets)
     known = set(list_datasets())
@@ -146,17 +177,32 @@ def start_study(profile: str = "smoke", datasets: Sequence[str] | None = None, o
         missing = [d for d in datasets if not (root / d).is_dir()]
         if missing:
             m = load_manifest(missing[0])
-            raise DatasetNotFoundError(f"dataset folder {root / missing[0]} not found (missing: {', '.join(missing)});"
-                                       f" convert it with `alignclip data prepare {missing[0]} --raw DIR --out "
-                                       f"{root / missing[0]}` (manifest {m.path.name})")
+            raise DatasetNotFoundError(
+                f"dataset folder {root / missing[0]} not found (missing: {', '.join(missing)});"
+                f" convert it with `alignclip data prepare {missing[0]} --raw DIR --out "
+                f"{root / missing[0]}` (manifest {m.path.name})"
+            )
     if profile == "full" and "weights" in needs and upsampler_ckpt is None:
         raise ConfigError(_MISSING_UPSAMPLER)
     out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if profile == "smoke":
         torch.set_num_threads(1)  # tiny models: one thread is several times faster, and results are identical
-    return StudyContext(profile, datasets, out, root, device, None if limit is None else int(limit), int(n_boot),
-                        int(smoke_images), int(smoke_size), clip_pretrained, upsampler_ckpt, vfm_pretrained, needs)
+    return StudyContext(
+        profile,
+        datasets,
+        out,
+        root,
+        device,
+        None if limit is None else int(limit),
+        int(n_boot),
+        int(smoke_images),
+        int(smoke_size),
+        clip_pretrained,
+        upsampler_ckpt,
+        vfm_pretrained,
+        needs,
+    )
 
 
 def banner(ctx: StudyContext):
@@ -166,17 +212,22 @@ def banner(ctx: StudyContext):
     if ctx.is_pipeline_check:
         text = PIPELINE_BANNER
     else:
-        text = (REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained)
-                if "weights" in ctx.needs else NO_WEIGHTS_BANNER)
-        text += f" on the converted datasets under `{ctx.data_root}`." if "data" in ctx.needs else "; it reads no dataset."
+        text = (
+            REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained)
+            if "weights" in ctx.needs
+            else NO_WEIGHTS_BANNER
+        )
+        text += (
+            f" on the converted datasets under `{ctx.data_root}`." if "data" in ctx.needs else "; it reads no dataset."
+        )
     return Markdown(f"> {text}")
 
 
 def write_notebook_results(ctx: StudyContext, name: str, payload: dict[str, Any]) -> Path:
     """Write ``output_dir/<name>.json`` atomically with the profile and kind stamped in."""
+
     def _records(obj: Any) -> Any:
         return obj.to_dict(orient="records") if isinstance(obj, pd.DataFrame) else obj
 
-    body = {"notebook": name, "profile": ctx.profile, "kind": ctx.kind,
-            **{k: _records(v) for k, v in payload.items()}}
+    body = {"notebook": name, "profile": ctx.profile, "kind": ctx.kind, **{k: _records(v) for k, v in payload.items()}}
     return write_json(ctx.output_dir / f"{name}.json", json.loads(json.dumps(body, default=str)), overwrite=True)

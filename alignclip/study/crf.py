@@ -9,12 +9,10 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from alignclip.data import load_manifest
-from alignclip.evaluation.bootstrap import bootstrap_miou
-from alignclip.evaluation.confusion import ConfusionAccumulator
-from alignclip.evaluation.crf import cached_crf_results, evaluate_with_crf
-from alignclip.evaluation.evaluate import run_fingerprint
+from alignclip.evaluation.crf import crf_fingerprint, evaluate_with_crf
+from alignclip.evaluation.evaluate import cached_result, run_fingerprint
 from alignclip.ops.crf import check_crf_params
-from alignclip.study.runs import Run, result_path
+from alignclip.study.runs import Run, result_path, result_row
 
 __all__ = ["crf_run_labels", "evaluate_crf_runs"]
 
@@ -24,13 +22,18 @@ def crf_run_labels(preset: str) -> tuple[str, str]:
     return preset, f"{preset}+densecrf"
 
 
-def evaluate_crf_runs(ctx: Any, preset: str = "alignclip-d", datasets: Sequence[str] | None = None,
-                      crf_params: dict[str, Any] | None = None, labels: tuple[str, str] | None = None,
-                      progress: bool = True):
+def evaluate_crf_runs(
+    ctx: Any,
+    preset: str = "alignclip-d",
+    datasets: Sequence[str] | None = None,
+    crf_params: dict[str, Any] | None = None,
+    labels: tuple[str, str] | None = None,
+    progress: bool = True,
+):
     """Study helper: ``preset`` with and without dense CRF on every dataset of a study (one pass each).
 
     Results are cached under ``ctx.output_dir/runs/crf_<label>/<dataset>.json`` (a folder of their own, so the
-    plain run never overwrites :func:`alignclip.study.context.evaluate_runs`'s file of the same method) and reused when
+    plain run never overwrites :func:`alignclip.study.runs.evaluate_runs`'s file of the same method) and reused when
     both fingerprints match.
 
     Args:
@@ -42,7 +45,7 @@ def evaluate_crf_runs(ctx: Any, preset: str = "alignclip-d", datasets: Sequence[
         progress: show a progress bar over datasets.
 
     Returns:
-        Two rows per dataset with :func:`alignclip.study.context.evaluate_runs`'s columns (``label, preset, dataset,
+        Two rows per dataset with :func:`alignclip.study.runs.evaluate_runs`'s columns (``label, preset, dataset,
         miou, ci_low, ci_high, n_images, kind, path``), so ``check_claims`` and ``paper_comparison`` apply.
     """
     params = check_crf_params(crf_params or {})
@@ -54,14 +57,19 @@ def evaluate_crf_runs(ctx: Any, preset: str = "alignclip-d", datasets: Sequence[
         out_plain = result_path(ctx, Run(f"crf/{plain_label}", preset, dataset))
         out_crf = result_path(ctx, Run(f"crf/{crf_label}", preset, dataset))
         fingerprint = run_fingerprint(cfg, dataset, None, ctx.limit, manifest.classes)
-        pair = cached_crf_results(out_plain, out_crf, fingerprint, params)
-        if pair is None:
-            pair = evaluate_with_crf(cfg, dataset, ctx.dataset_root(dataset), out_plain, out_crf, limit=ctx.limit,
-                                     crf_params=params, force=True, progress=False)
+        pair = (cached_result(out_plain, fingerprint), cached_result(out_crf, crf_fingerprint(fingerprint, params)))
+        if None in pair:
+            pair = evaluate_with_crf(
+                cfg,
+                dataset,
+                ctx.dataset_root(dataset),
+                out_plain,
+                out_crf,
+                limit=ctx.limit,
+                crf_params=params,
+                force=True,
+                progress=False,
+            )
         for label, out, result in ((plain_label, out_plain, pair[0]), (crf_label, out_crf, pair[1])):
-            acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
-            ci = bootstrap_miou(acc.per_image()[1], n_boot=ctx.n_boot, seed=0)
-            rows.append(dict(label=label, preset=preset, dataset=dataset, miou=result["miou"],
-                             ci_low=ci["ci_low"], ci_high=ci["ci_high"], n_images=result["num_images"],
-                             kind=result["kind"], path=str(out)))
+            rows.append(result_row(label, preset, result, out, ctx.n_boot))
     return pd.DataFrame(rows)

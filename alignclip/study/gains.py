@@ -39,6 +39,23 @@ from alignclip.paper.names import PACKAGE_DATASET, PAPER_METHOD
 from alignclip.paper.tables import AVG_ARROWS, load_table, paper_row
 from alignclip.study.sweeps import plugin_claims, sweep_label
 
+__all__ = [
+    "AVG",
+    "TABLE10_REPORTED",
+    "TABLE12_PAIRS",
+    "TABLE13_PAIRS",
+    "TABLE3",
+    "TABLE3_CLAIMS",
+    "average_gains",
+    "check_claims",
+    "claimed_gains",
+    "paired_deltas",
+    "paper_deltas",
+    "paper_gains",
+    "plugin_table",
+    "sweep_claims",
+]
+
 AVG = "Avg."
 TABLE3 = "table3_component_ablation"
 #: The three gains Sec. 4.3 claims over the baseline (+1.0, +0.3, +2.2 on average).
@@ -64,14 +81,17 @@ def _per_image(results: pd.DataFrame, label: str, dataset: str) -> tuple[str, li
     return result["kind"], ids, cms
 
 
-def _paired_images(results: pd.DataFrame, base: str, new: str,
-                   dataset: str) -> tuple[str, list[str], np.ndarray, np.ndarray]:
+def _paired_images(
+    results: pd.DataFrame, base: str, new: str, dataset: str
+) -> tuple[str, list[str], np.ndarray, np.ndarray]:
     """Both runs' matrices on the same images: ``kind, ids, cms_base [n, K, K], cms_new [n, K, K]``."""
     kind_a, ids, cms_a = _per_image(results, base, dataset)
     kind_b, ids_b, cms_b = _per_image(results, new, dataset)
     if sorted(ids) != sorted(ids_b):
-        raise InputError(f"{base!r} and {new!r} on {dataset} hold different images ({len(ids)} vs "
-                         f"{len(ids_b)}); rerun both with the same limit on the same data")
+        raise InputError(
+            f"{base!r} and {new!r} on {dataset} hold different images ({len(ids)} vs "
+            f"{len(ids_b)}); rerun both with the same limit on the same data"
+        )
     pos = {image_id: j for j, image_id in enumerate(ids_b)}
     kind = combined_kind([kind_a, kind_b])
     return kind, ids, cms_a, cms_b[[pos[image_id] for image_id in ids]]
@@ -85,14 +105,24 @@ def _verdict(low: float, high: float, claimed_sign: int, kind: str) -> str:
     return classify_gain((low, high), claimed_sign=claimed_sign)
 
 
-def _dataset_gain(results: pd.DataFrame, base: str, new: str, dataset: str, claimed_sign: int, n_boot: int,
-                  seed: int, ci: float) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
+def _dataset_gain(
+    results: pd.DataFrame, base: str, new: str, dataset: str, claimed_sign: int, n_boot: int, seed: int, ci: float
+) -> tuple[dict[str, Any], np.ndarray, np.ndarray]:
     """One dataset's row of a pair (paired bootstrap over its images) and both runs' aligned matrices."""
     kind, ids, cms_a, cms_b = _paired_images(results, base, new, dataset)
     cmp = paired_bootstrap(cms_a, cms_b, ids, ids, n_boot=n_boot, seed=seed, ci=ci)
-    row = dict(baseline=base, method=new, dataset=dataset, delta=cmp["delta"], ci_low=cmp["ci_low"],
-               ci_high=cmp["ci_high"], p_better=cmp["p_b_better"], n_images=cmp["n_images"], kind=kind,
-               verdict=_verdict(cmp["ci_low"], cmp["ci_high"], claimed_sign, kind))
+    row = dict(
+        baseline=base,
+        method=new,
+        dataset=dataset,
+        delta=cmp["delta"],
+        ci_low=cmp["ci_low"],
+        ci_high=cmp["ci_high"],
+        p_better=cmp["p_b_better"],
+        n_images=cmp["n_images"],
+        kind=kind,
+        verdict=_verdict(cmp["ci_low"], cmp["ci_high"], claimed_sign, kind),
+    )
     return row, cms_a, cms_b
 
 
@@ -115,14 +145,14 @@ def check_claims(results: pd.DataFrame, claims: Sequence[tuple[str, str]], n_boo
     return pd.DataFrame(rows, columns=columns)
 
 
-def _pair_gains(results: pd.DataFrame, base: str, new: str, claimed_sign: int, n_boot: int,
-                seed: int, ci: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+def _pair_gains(
+    results: pd.DataFrame, base: str, new: str, claimed_sign: int, n_boot: int, seed: int, ci: float
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The per-dataset rows and the ``Avg.`` row of one pair (see :func:`paired_deltas`)."""
     in_new = set(results[results["label"] == new]["dataset"])
     shared = [d for d in dict.fromkeys(results[results["label"] == base]["dataset"]) if d in in_new]
     if not shared:
-        raise InputError(f"no dataset has runs {base!r} and {new!r}; labels present: "
-                         f"{sorted(set(results['label']))}")
+        raise InputError(f"no dataset has runs {base!r} and {new!r}; labels present: {sorted(set(results['label']))}")
     rows, diffs = [], []
     for i, dataset in enumerate(shared):
         row, cms_a, cms_b = _dataset_gain(results, base, new, dataset, claimed_sign, n_boot, seed, ci)
@@ -133,16 +163,29 @@ def _pair_gains(results: pd.DataFrame, base: str, new: str, claimed_sign: int, n
     low, high = (100.0 * v for v in percentile_interval(mean_diff, ci))
     finite = ~np.isnan(mean_diff)
     kind = combined_kind(r["kind"] for r in rows)
-    avg = dict(baseline=base, method=new, dataset=AVG, delta=float(np.mean([r["delta"] for r in rows])),
-               ci_low=low, ci_high=high,
-               p_better=float(np.mean(mean_diff[finite] > 0)) if finite.any() else float("nan"),
-               n_images=sum(r["n_images"] for r in rows), kind=kind,
-               verdict=_verdict(low, high, claimed_sign, kind))
+    avg = dict(
+        baseline=base,
+        method=new,
+        dataset=AVG,
+        delta=float(np.mean([r["delta"] for r in rows])),
+        ci_low=low,
+        ci_high=high,
+        p_better=float(np.mean(mean_diff[finite] > 0)) if finite.any() else float("nan"),
+        n_images=sum(r["n_images"] for r in rows),
+        kind=kind,
+        verdict=_verdict(low, high, claimed_sign, kind),
+    )
     return rows, avg
 
 
-def paired_deltas(results: pd.DataFrame, pairs: Sequence[tuple[str, str]], claimed_sign: int = 1,
-                  n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> pd.DataFrame:
+def paired_deltas(
+    results: pd.DataFrame,
+    pairs: Sequence[tuple[str, str]],
+    claimed_sign: int = 1,
+    n_boot: int = 1000,
+    seed: int = 0,
+    ci: float = 0.95,
+) -> pd.DataFrame:
     """Our ``new - baseline`` mIoU difference per dataset and on average, with paired bootstrap intervals.
 
     Args:
@@ -193,17 +236,24 @@ def average_gains(
     """
     claimed = list(claimed) if claimed is not None else [None] * len(claims)
     if len(claimed) != len(claims):
-        raise InputError(
-            f"{len(claimed)} claimed gains for {len(claims)} claims; give one per claim (or None)"
-        )
+        raise InputError(f"{len(claimed)} claimed gains for {len(claims)} claims; give one per claim (or None)")
     rows = []
     for (base, new), paper in zip(claims, claimed, strict=True):
         per_dataset, avg = _pair_gains(_by_dataset_name(results), base, new, 1, n_boot, seed, 0.95)
         low, high = avg["ci_low"], avg["ci_high"]
-        rows.append(dict(baseline=base, method=new, n_datasets=len(per_dataset), ours=avg["delta"],
-                         ci_low=low, ci_high=high, paper=paper,
-                         paper_in_ci=None if paper is None else bool(low <= paper <= high),
-                         verdict=avg["verdict"]))
+        rows.append(
+            dict(
+                baseline=base,
+                method=new,
+                n_datasets=len(per_dataset),
+                ours=avg["delta"],
+                ci_low=low,
+                ci_high=high,
+                paper=paper,
+                paper_in_ci=None if paper is None else bool(low <= paper <= high),
+                verdict=avg["verdict"],
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -222,8 +272,7 @@ def sweep_claims(results: pd.DataFrame, best: float, n_boot: int = 1000) -> pd.D
     """
     param = results["param"].iloc[0]
     if not any(x == best for x in results["value"]):
-        raise InputError(f"{param}={best} was not swept (values: {sorted(set(results['value']))}); "
-                         "add it to the grid")
+        raise InputError(f"{param}={best} was not swept (values: {sorted(set(results['value']))}); add it to the grid")
     keys = list(zip(results["variant"], results["value"], strict=True))
     canon = _by_dataset_name(results.assign(label=[sweep_label(v, param, x) for v, x in keys]))
     key = {sweep_label(v, param, x): (v, x) for v, x in keys}
@@ -231,8 +280,7 @@ def sweep_claims(results: pd.DataFrame, best: float, n_boot: int = 1000) -> pd.D
     for v in dict.fromkeys(results["variant"]):
         for x in dict.fromkeys(results["value"]):
             if x != best:
-                rows += _pair_gains(canon, sweep_label(v, param, x), sweep_label(v, param, best), 1,
-                                    n_boot, 0, 0.95)[0]
+                rows += _pair_gains(canon, sweep_label(v, param, x), sweep_label(v, param, best), 1, n_boot, 0, 0.95)[0]
     out = pd.DataFrame(rows).drop(columns=["n_images", "kind"])
     out.insert(0, "value", [key[b][1] for b in out["baseline"]])
     out.insert(0, "variant", [key[b][0] for b in out["baseline"]])
@@ -240,8 +288,7 @@ def sweep_claims(results: pd.DataFrame, best: float, n_boot: int = 1000) -> pd.D
 
 
 # -------------------------------------------------------------------------------- paper's gains
-def paper_deltas(table: str, pairs: Sequence[tuple[str, str]],
-                 rows: dict[str, str] | None = None) -> pd.DataFrame:
+def paper_deltas(table: str, pairs: Sequence[tuple[str, str]], rows: dict[str, str] | None = None) -> pd.DataFrame:
     """The paper's ``new - baseline`` differences between two printed rows of ``table``.
 
     Args:
@@ -258,8 +305,16 @@ def paper_deltas(table: str, pairs: Sequence[tuple[str, str]],
     for base, new in pairs:
         pa, pb = paper_row(table, rows.get(base, base)), paper_row(table, rows.get(new, new))
         for col in pa:
-            out.append(dict(baseline=base, method=new, dataset=AVG if col == "Avg" else PACKAGE_DATASET.get(col, col),
-                            paper_base=pa[col], paper_new=pb[col], delta=pb[col] - pa[col]))
+            out.append(
+                dict(
+                    baseline=base,
+                    method=new,
+                    dataset=AVG if col == "Avg" else PACKAGE_DATASET.get(col, col),
+                    paper_base=pa[col],
+                    paper_new=pb[col],
+                    delta=pb[col] - pa[col],
+                )
+            )
     return pd.DataFrame(out)
 
 
@@ -274,8 +329,11 @@ def paper_gains(table: str, claims: Sequence[tuple[str, str]], rows: dict[str, s
     """
     deltas = paper_deltas(table, claims, rows)
     deltas = deltas[deltas["dataset"].isin(list(PACKAGE_DATASET.values()))]
-    return (deltas[["baseline", "method", "dataset", "delta"]].rename(columns={"delta": "paper_delta"})
-            .reset_index(drop=True))
+    return (
+        deltas[["baseline", "method", "dataset", "delta"]]
+        .rename(columns={"delta": "paper_delta"})
+        .reset_index(drop=True)
+    )
 
 
 def claimed_gains(table: str, claims: Sequence[tuple[str, str]], rows: dict[str, str]) -> list[float | None]:
@@ -284,9 +342,7 @@ def claimed_gains(table: str, claims: Sequence[tuple[str, str]], rows: dict[str,
     return [found.get((table, rows.get(new), rows.get(base))) for base, new in claims]
 
 
-def plugin_table(
-    results: pd.DataFrame, presets: Sequence[str], alpha: float = 0.1, n_boot: int = 1000
-) -> pd.DataFrame:
+def plugin_table(results: pd.DataFrame, presets: Sequence[str], alpha: float = 0.1, n_boot: int = 1000) -> pd.DataFrame:
     """Average mIoU without and with SGA: our methods (gains with 95 % CIs) and Table 10's rows.
 
     Returns:
@@ -301,16 +357,34 @@ def plugin_table(
     for preset, (_, g) in zip(presets, gains.iterrows(), strict=True):
         base = float(results[results["label"] == preset]["miou"].mean())
         name = PAPER_METHOD.get(preset)
-        rows.append(dict(
-            method=preset, status=PIPELINE_CHECK if g["verdict"] == PIPELINE_CHECK else REPRODUCTION,
-            base=base, with_sga=base + g["ours"], gain=g["ours"], ci_low=g["ci_low"], ci_high=g["ci_high"],
-            verdict=g["verdict"],
-            paper_base=float(table2.loc[name, "Avg"]) if name in table2.index else np.nan, paper_gain=np.nan))
+        rows.append(
+            dict(
+                method=preset,
+                status=PIPELINE_CHECK if g["verdict"] == PIPELINE_CHECK else REPRODUCTION,
+                base=base,
+                with_sga=base + g["ours"],
+                gain=g["ours"],
+                ci_low=g["ci_low"],
+                ci_high=g["ci_high"],
+                verdict=g["verdict"],
+                paper_base=float(table2.loc[name, "Avg"]) if name in table2.index else np.nan,
+                paper_gain=np.nan,
+            )
+        )
     table10 = load_table("table10_sga_plugin").set_index("method")
     rows += [
-        dict(method=m, status="reported only", base=np.nan, with_sga=np.nan, gain=np.nan, ci_low=np.nan,
-             ci_high=np.nan, verdict="reported only", paper_base=float(table10.loc[m, "Avg"]),
-             paper_gain=claimed_gains("table10_sga_plugin", [(m, f"{m}+SGA")], {m: m, f"{m}+SGA": f"{m}+SGA"})[0])
+        dict(
+            method=m,
+            status="reported only",
+            base=np.nan,
+            with_sga=np.nan,
+            gain=np.nan,
+            ci_low=np.nan,
+            ci_high=np.nan,
+            verdict="reported only",
+            paper_base=float(table10.loc[m, "Avg"]),
+            paper_gain=claimed_gains("table10_sga_plugin", [(m, f"{m}+SGA")], {m: m, f"{m}+SGA": f"{m}+SGA"})[0],
+        )
         for m in TABLE10_REPORTED
     ]
     return pd.DataFrame(rows)

@@ -17,6 +17,17 @@ from alignclip.paper.names import PACKAGE_DATASET, paper_dataset
 from alignclip.paper.tables import load_table
 from alignclip.study.gains import AVG
 
+__all__ = [
+    "deltas_beside_paper",
+    "deltas_vs_paper",
+    "plot_deltas",
+    "plot_gains",
+    "plot_plugin",
+    "results_beside_paper",
+    "rounded",
+    "wide_comparison",
+]
+
 
 def deltas_vs_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
     """Each of our differences beside the paper's on the same dataset (the claim check in one table).
@@ -37,11 +48,19 @@ def deltas_vs_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
         if r["dataset"] not in stats.index:
             continue
         ref = stats.loc[r["dataset"]]
-        rows.append(dict(comparison=f"{r['method']} - {r['baseline']}",
-                         dataset=paper_dataset(r["dataset"]), paper_delta=float(ref["mean"]),
-                         paper_range=f"{ref['min']:+.1f}..{ref['max']:+.1f}" if ref["min"] != ref["max"] else "",
-                         delta=r["delta"], ci_low=r["ci_low"], ci_high=r["ci_high"],
-                         paper_in_ci=bool(r["ci_low"] <= ref["mean"] <= r["ci_high"]), verdict=r["verdict"]))
+        rows.append(
+            dict(
+                comparison=f"{r['method']} - {r['baseline']}",
+                dataset=paper_dataset(r["dataset"]),
+                paper_delta=float(ref["mean"]),
+                paper_range=f"{ref['min']:+.1f}..{ref['max']:+.1f}" if ref["min"] != ref["max"] else "",
+                delta=r["delta"],
+                ci_low=r["ci_low"],
+                ci_high=r["ci_high"],
+                paper_in_ci=bool(r["ci_low"] <= ref["mean"] <= r["ci_high"]),
+                verdict=r["verdict"],
+            )
+        )
     return pd.DataFrame(rows)
 
 
@@ -82,8 +101,9 @@ def deltas_beside_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame
     return out.rename(columns={d: paper_dataset(d) for d in order})
 
 
-def results_beside_paper(results: pd.DataFrame, table: str,
-                         label_to_paper: dict[str, str] | None = None) -> pd.DataFrame:
+def results_beside_paper(
+    results: pd.DataFrame, table: str, label_to_paper: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Wide mIoU table: every paper row (``reported only`` unless one of our labels maps to it), then ours.
 
     Args:
@@ -100,8 +120,15 @@ def results_beside_paper(results: pd.DataFrame, table: str,
     rows = []
     for _, prow in paper.iterrows():
         status = "reported only" if prow["method"] not in mapped else "reproduced below"
-        rows.append({"method": prow["method"], "source": "paper", "status": status,
-                     **{d: float(prow[d]) for d in datasets}, "Avg": float(prow["Avg"])})
+        rows.append(
+            {
+                "method": prow["method"],
+                "source": "paper",
+                "status": status,
+                **{d: float(prow[d]) for d in datasets},
+                "Avg": float(prow["Avg"]),
+            }
+        )
     for label in dict.fromkeys(results["label"]):
         sub = results[results["label"] == label]
         ours = {paper_dataset(d): float(m) for d, m in zip(sub["dataset"], sub["miou"], strict=True)}
@@ -109,8 +136,15 @@ def results_beside_paper(results: pd.DataFrame, table: str,
         values = {d: ours.get(d) for d in datasets}
         present = [v for v in values.values() if v is not None]
         avg = sum(present) / len(present) if len(present) == len(datasets) else None
-        rows.append({"method": (label_to_paper or {}).get(label, label), "source": "ours", "status": status,
-                     **values, "Avg": avg})
+        rows.append(
+            {
+                "method": (label_to_paper or {}).get(label, label),
+                "source": "ours",
+                "status": status,
+                **values,
+                "Avg": avg,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -120,11 +154,13 @@ def wide_comparison(comparison: pd.DataFrame, digits: int = 2) -> pd.DataFrame:
     Per method the rows ``paper``, ``ours``, ``ci_low``, ``ci_high`` and ``delta``; one column per
     dataset (paper names) and ``Avg.``.
     """
-    long = comparison.melt(id_vars=["method", "dataset"], value_vars=["paper", "ours", "ci_low", "ci_high", "delta"],
-                           var_name="row")
+    long = comparison.melt(
+        id_vars=["method", "dataset"], value_vars=["paper", "ours", "ci_low", "ci_high", "delta"], var_name="row"
+    )
     long["value"] = pd.to_numeric(long["value"], errors="coerce")
-    wide = long.pivot_table(index=["method", "row"], columns="dataset", values="value", sort=False, dropna=False,
-                            aggfunc="first")
+    wide = long.pivot_table(
+        index=["method", "row"], columns="dataset", values="value", sort=False, dropna=False, aggfunc="first"
+    )
     return wide[list(dict.fromkeys(comparison["dataset"]))].round(digits)
 
 
@@ -158,23 +194,34 @@ def plot_deltas(ours: pd.DataFrame, paper: pd.DataFrame, title: str = "", claime
     hue_order = list(dict.fromkeys(long["comparison"]))
     n_paper = len(dict.fromkeys(paper["method"] + paper["baseline"]))
     colours = list(sns.color_palette("Greys", n_paper + 2)[2:]) + list(
-        sns.color_palette("tab10", len(hue_order) - n_paper))
+        sns.color_palette("tab10", len(hue_order) - n_paper)
+    )
     fig, ax = plt.subplots(figsize=(max(6.5, 1.1 * len(order) + 2.5), 4.4))
-    sns.barplot(data=long, x="dataset_name", y="delta", hue="comparison", order=names, hue_order=hue_order,
-                palette=colours, ax=ax, errorbar=None)
+    sns.barplot(
+        data=long,
+        x="dataset_name",
+        y="delta",
+        hue="comparison",
+        order=names,
+        hue_order=hue_order,
+        palette=colours,
+        ax=ax,
+        errorbar=None,
+    )
     width = 0.8 / len(hue_order)
     for j, comp in enumerate(hue_order):  # our 95 % intervals at the centre of our bars
         sub = long[(long["comparison"] == comp) & long["source"].eq("ours")]
         if not sub.empty:
-            _error_bars(ax, [names.index(d) - 0.4 + (j + 0.5) * width for d in sub["dataset_name"]], sub,
-                        linewidth=1)
+            _error_bars(ax, [names.index(d) - 0.4 + (j + 0.5) * width for d in sub["dataset_name"]], sub, linewidth=1)
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("mIoU difference (points)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8, loc="best")
-    ax.set_title(labelled(title or "paired differences", ours["kind"]) + (f"\nclaimed: {claimed}" if claimed else ""),
-                 fontsize=10)
+    ax.set_title(
+        labelled(title or "paired differences", ours["kind"]) + (f"\nclaimed: {claimed}" if claimed else ""),
+        fontsize=10,
+    )
     fig.tight_layout()
     return fig
 
@@ -208,14 +255,23 @@ def plot_gains(claims: pd.DataFrame, paper: pd.DataFrame | None = None, hue: str
             continue
         _error_bars(ax, xs, sub)
         if paper is not None:
-            ax.scatter(xs, sub["paper_delta"], marker="D", color="black", s=18, zorder=3,
-                       label="paper" if level == hues[0] else None)
+            ax.scatter(
+                xs,
+                sub["paper_delta"],
+                marker="D",
+                color="black",
+                s=18,
+                zorder=3,
+                label="paper" if level == hues[0] else None,
+            )
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xlabel("")
     ax.set_ylabel("mIoU gain (points, 95% CI)")
     ax.tick_params(axis="x", rotation=30)
     ax.legend(fontsize=8, ncol=2)
-    ax.set_title(labelled(title or "gains", PIPELINE_CHECK if PIPELINE_CHECK in set(claims["verdict"]) else REPRODUCTION))
+    ax.set_title(
+        labelled(title or "gains", PIPELINE_CHECK if PIPELINE_CHECK in set(claims["verdict"]) else REPRODUCTION)
+    )
     fig.tight_layout()
     return fig
 
@@ -231,12 +287,20 @@ def plot_plugin(table: pd.DataFrame, title: str = ""):
     import seaborn as sns
 
     ours = table[table["status"] != "reported only"].assign(source="ours", value=lambda d: d["gain"])
-    paper = table[table["status"] == "reported only"].assign(source="paper (reported only)",
-                                                             value=lambda d: d["paper_gain"])
+    paper = table[table["status"] == "reported only"].assign(
+        source="paper (reported only)", value=lambda d: d["paper_gain"]
+    )
     df = pd.concat([ours, paper], ignore_index=True)
     fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(df) + 1.5))
-    sns.barplot(data=df, y="method", x="value", hue="source", dodge=False, ax=ax,
-                palette=["#1f77b4", "#9e9e9e"][: df["source"].nunique()])
+    sns.barplot(
+        data=df,
+        y="method",
+        x="value",
+        hue="source",
+        dodge=False,
+        ax=ax,
+        palette=["#1f77b4", "#9e9e9e"][: df["source"].nunique()],
+    )
     _error_bars(ax, range(len(ours)), ours, value="gain", horizontal=True)
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("average mIoU gain of +SGA (points)")

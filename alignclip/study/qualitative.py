@@ -22,6 +22,8 @@ from alignclip.io.overlay import colorize, default_palette
 from alignclip.kinds import PIPELINE_CHECK, REPRODUCTION, labelled
 from alignclip.pipeline.segmentor import Segmentor
 
+__all__ = ["accuracy_table", "class_names_of", "pick_images", "plot_panels", "predict_all_panels", "predict_panels"]
+
 
 def pick_images(n_available: int, n_images: int, seed: int) -> list[int]:
     """``min(n_images, n_available)`` distinct indices drawn with ``seed``, sorted."""
@@ -33,8 +35,9 @@ def pick_images(n_available: int, n_images: int, seed: int) -> list[int]:
     return sorted(int(i) for i in rng.choice(n_available, size=min(n_images, n_available), replace=False))
 
 
-def predict_panels(ctx: Any, presets: Sequence[str], dataset: str, n_images: int = 2,
-                   seed: int = 0) -> list[dict[str, Any]]:
+def predict_panels(
+    ctx: Any, presets: Sequence[str], dataset: str, n_images: int = 2, seed: int = 0
+) -> list[dict[str, Any]]:
     """Segment ``n_images`` seeded-random images of ``dataset`` with every preset.
 
     Images are drawn from the first ``ctx.limit`` images when the study has a limit. Every segmentor is built
@@ -58,8 +61,18 @@ def predict_panels(ctx: Any, presets: Sequence[str], dataset: str, n_images: int
     data = open_dataset(dataset, ctx.dataset_root(dataset))
     n_available = len(data) if ctx.limit is None else min(ctx.limit, len(data))
     samples = [data[i] for i in pick_images(n_available, n_images, seed)]
-    panels = [dict(dataset=dataset, image_id=s.image_id, image=s.image, ground_truth=s.label, predictions={},
-                   pixel_accuracy={}, kind=REPRODUCTION) for s in samples]
+    panels = [
+        dict(
+            dataset=dataset,
+            image_id=s.image_id,
+            image=s.image,
+            ground_truth=s.label,
+            predictions={},
+            pixel_accuracy={},
+            kind=REPRODUCTION,
+        )
+        for s in samples
+    ]
     for preset in presets:
         torch.manual_seed(seed)
         seg = Segmentor(ctx.config(preset, dataset), list(manifest.classes))
@@ -72,8 +85,9 @@ def predict_panels(ctx: Any, presets: Sequence[str], dataset: str, n_images: int
     return panels
 
 
-def predict_all_panels(ctx: Any, presets: Sequence[str], datasets: Sequence[str] | None = None,
-                       n_images: int = 2, seed: int = 0) -> list[dict[str, Any]]:
+def predict_all_panels(
+    ctx: Any, presets: Sequence[str], datasets: Sequence[str] | None = None, n_images: int = 2, seed: int = 0
+) -> list[dict[str, Any]]:
     """:func:`predict_panels` on every dataset (default: the study's), concatenated in dataset order."""
     return [p for d in (datasets or ctx.datasets) for p in predict_panels(ctx, presets, d, n_images, seed)]
 
@@ -92,14 +106,21 @@ def accuracy_table(panels: Sequence[dict[str, Any]], digits: int = 1) -> pd.Data
 def _names_for(class_names: Sequence[str] | Mapping[str, Sequence[str]], dataset: str) -> list[str]:
     if isinstance(class_names, Mapping):
         if dataset not in class_names:
-            raise InputError(f"class_names has no entry for dataset {dataset!r} (has {', '.join(class_names)}); "
-                             f"pass class_names_of(datasets)")
+            raise InputError(
+                f"class_names has no entry for dataset {dataset!r} (has {', '.join(class_names)}); "
+                f"pass class_names_of(datasets)"
+            )
         return list(class_names[dataset])
     return list(class_names)
 
 
-def plot_panels(panels: Sequence[dict[str, Any]], class_names: Sequence[str] | Mapping[str, Sequence[str]],
-                palette: np.ndarray | None = None, title: str = "", cell_inches: float = 2.2):
+def plot_panels(
+    panels: Sequence[dict[str, Any]],
+    class_names: Sequence[str] | Mapping[str, Sequence[str]],
+    palette: np.ndarray | None = None,
+    title: str = "",
+    cell_inches: float = 2.2,
+):
     """Grid figure: one row per panel (image | ground truth | one column per preset) with a legend per row.
 
     Class ``k`` has the same colour in every row and column (``palette[k]``, default
@@ -125,8 +146,12 @@ def plot_panels(panels: Sequence[dict[str, Any]], class_names: Sequence[str] | M
     presets = list(panels[0]["predictions"])
     cols = ["image", "ground truth", *presets]
     with sns.axes_style("white"):
-        fig, axes = plt.subplots(len(panels), len(cols), squeeze=False,
-                                 figsize=(cell_inches * len(cols) + 2.6, cell_inches * len(panels) + 0.6))
+        fig, axes = plt.subplots(
+            len(panels),
+            len(cols),
+            squeeze=False,
+            figsize=(cell_inches * len(cols) + 2.6, cell_inches * len(panels) + 0.6),
+        )
     for r, panel in enumerate(panels):
         names = _names_for(class_names, panel["dataset"])
         k = len(names)
@@ -144,8 +169,7 @@ def plot_panels(panels: Sequence[dict[str, Any]], class_names: Sequence[str] | M
         counts = np.bincount(np.concatenate([m[m < k].ravel().astype(np.int64) for m in maps]), minlength=k)
         shown = [i for i in np.argsort(-counts, kind="stable")[:12] if counts[i] > 0]
         handles = [Patch(facecolor=pal[i] / 255.0, edgecolor="black", linewidth=0.3, label=names[i]) for i in shown]
-        axes[r][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7,
-                           frameon=False)
+        axes[r][-1].legend(handles=handles, loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=7, frameon=False)
     fig.suptitle(labelled(title or "qualitative comparison", [p["kind"] for p in panels]), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.45 / fig.get_figheight()))  # keep the title clear of the columns
     return fig

@@ -19,10 +19,10 @@ from tqdm.auto import tqdm
 from alignclip.data import load_manifest
 from alignclip.evaluation.bootstrap import bootstrap_miou
 from alignclip.evaluation.confusion import ConfusionAccumulator
-from alignclip.evaluation.evaluate import evaluate, load_result, run_fingerprint
+from alignclip.evaluation.evaluate import cached_result, evaluate, run_fingerprint
 from alignclip.study.context import StudyContext
 
-__all__ = ["Run", "evaluate_runs", "grid_runs", "result_path", "switch_pairs", "switch_runs"]
+__all__ = ["Run", "evaluate_runs", "grid_runs", "result_path", "result_row", "switch_pairs", "switch_runs"]
 
 
 @dataclass(frozen=True)
@@ -57,24 +57,36 @@ def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None 
         manifest = load_manifest(run.dataset)
         out = result_path(ctx, run)
         fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
-        result = None
-        if out.is_file():
-            cached = load_result(out)
-            if cached.get("provenance", {}).get("fingerprint") == fingerprint:
-                result = cached
+        result = cached_result(out, fingerprint)
         if result is None:
-            result = evaluate(cfg, run.dataset, ctx.dataset_root(run.dataset), out, limit=ctx.limit,
-                              force=True, progress=False)
-        acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
-        ci = bootstrap_miou(acc.per_image()[1], n_boot=ctx.n_boot, seed=0)
-        rows.append(dict(label=run.label, preset=run.preset, dataset=run.dataset, miou=result["miou"],
-                         ci_low=ci["ci_low"], ci_high=ci["ci_high"], n_images=result["num_images"],
-                         kind=result["kind"], path=str(out)))
+            result = evaluate(
+                cfg, run.dataset, ctx.dataset_root(run.dataset), out, limit=ctx.limit, force=True, progress=False
+            )
+        rows.append(result_row(run.label, run.preset, result, out, ctx.n_boot))
     return pd.DataFrame(rows)
 
 
-def grid_runs(presets: Sequence[str], datasets: Sequence[str], overrides: dict[str, Any] | None = None,
-              label: str | None = None) -> list[Run]:
+def result_row(label: str, preset: str, result: dict[str, Any], out: Path, n_boot: int) -> dict[str, Any]:
+    """One row of :func:`evaluate_runs`' table from a RESULT.json: ``label, preset, dataset, miou, ci_low, ci_high,
+    n_images, kind, path`` (the 95 % percentile bootstrap over images, seed 0)."""
+    acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
+    ci = bootstrap_miou(acc.per_image()[1], n_boot=n_boot, seed=0)
+    return dict(
+        label=label,
+        preset=preset,
+        dataset=result["dataset"],
+        miou=result["miou"],
+        ci_low=ci["ci_low"],
+        ci_high=ci["ci_high"],
+        n_images=result["num_images"],
+        kind=result["kind"],
+        path=str(out),
+    )
+
+
+def grid_runs(
+    presets: Sequence[str], datasets: Sequence[str], overrides: dict[str, Any] | None = None, label: str | None = None
+) -> list[Run]:
     """Every preset on every dataset, preset by preset: the one builder of run grids.
 
     Args:
@@ -86,8 +98,9 @@ def grid_runs(presets: Sequence[str], datasets: Sequence[str], overrides: dict[s
     return [Run(label or p, p, d, dict(overrides or {})) for p in presets for d in datasets]
 
 
-def switch_runs(bases: Sequence[str], datasets: Sequence[str], switch: str = "sga",
-                overrides: dict[str, Any] | None = None) -> list[Run]:
+def switch_runs(
+    bases: Sequence[str], datasets: Sequence[str], switch: str = "sga", overrides: dict[str, Any] | None = None
+) -> list[Run]:
     """Runs of every base preset and of ``base+switch`` on every dataset.
 
     Args:
@@ -99,8 +112,11 @@ def switch_runs(bases: Sequence[str], datasets: Sequence[str], switch: str = "sg
     Returns:
         ``Run(base)`` then ``Run(base+switch)`` on every dataset, for every base (labels = preset names).
     """
-    return [run for base in bases
-            for run in grid_runs([base], datasets) + grid_runs([f"{base}+{switch}"], datasets, overrides)]
+    return [
+        run
+        for base in bases
+        for run in grid_runs([base], datasets) + grid_runs([f"{base}+{switch}"], datasets, overrides)
+    ]
 
 
 def switch_pairs(bases: Sequence[str], switch: str = "sga") -> list[tuple[str, str]]:

@@ -26,6 +26,25 @@ from alignclip.pipeline.config import SegmentorConfig
 from alignclip.study.context import StudyContext
 from alignclip.study.runs import Run, evaluate_runs, grid_runs
 
+__all__ = [
+    "PARAM_LABELS",
+    "SWEEP_TABLES",
+    "describe_runs",
+    "evaluate_sweep",
+    "plot_sweep",
+    "plugin_claims",
+    "plugin_label",
+    "plugin_runs",
+    "run_sweep",
+    "settings_table",
+    "smoke_threads",
+    "sweep_comparison",
+    "sweep_label",
+    "sweep_runs",
+    "sweep_summary",
+    "sweep_table",
+]
+
 #: Swept parameter -> the paper's appendix table (Tables 7-9; Table 4 is their DINO rows on four
 #: datasets).
 SWEEP_TABLES = {
@@ -40,14 +59,12 @@ PARAM_LABELS = {
     "n_clusters": "K_c (Eq. 9)",
     "top_n": "prototypes n",
 }
+
+
 # --------------------------------------------------------------------------------------------- runs
 def sweep_label(preset: str, param: str, value: Any) -> str:
     """Label of a sweep point away from the default: ``"alignclip-d alpha=0.5"``."""
-    return (
-        f"{preset} {param}={value:g}"
-        if isinstance(value, (int, float))
-        else f"{preset} {param}={value}"
-    )
+    return f"{preset} {param}={value:g}" if isinstance(value, (int, float)) else f"{preset} {param}={value}"
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -61,9 +78,7 @@ def _sweep_points(
 ) -> list[tuple[Run, Any]]:
     names = {f.name for f in fields(SegmentorConfig)}
     if param not in names:
-        raise ConfigError(
-            f"cannot sweep {param!r}: not a config field; valid fields: {', '.join(sorted(names))}"
-        )
+        raise ConfigError(f"cannot sweep {param!r}: not a config field; valid fields: {', '.join(sorted(names))}")
     if not values:
         raise InputError(f"no values to sweep for {param}; pass a list such as [0.1, 0.2, 0.3]")
     points = []
@@ -80,9 +95,7 @@ def _sweep_points(
     return points
 
 
-def sweep_runs(
-    ctx: StudyContext, presets: Sequence[str], param: str, values: Sequence[Any]
-) -> list[Run]:
+def sweep_runs(ctx: StudyContext, presets: Sequence[str], param: str, values: Sequence[Any]) -> list[Run]:
     """One run per preset, dataset (``ctx.datasets``) and value of ``param``; other settings stay at
     the dataset's defaults (Table 6's α and β, K_c = 3, n = 1).
 
@@ -176,10 +189,7 @@ def describe_runs(
         rows.append(
             {
                 "label": label,
-                **{
-                    c: (g[c].iloc[0] if g[c].astype(str).nunique() == 1 else "per dataset")
-                    for c in columns
-                },
+                **{c: (g[c].iloc[0] if g[c].astype(str).nunique() == 1 else "per dataset") for c in columns},
             }
         )
     return pd.DataFrame(rows).set_index("label")
@@ -295,11 +305,7 @@ def sweep_table(
     """
     df = comparison if datasets is None else comparison[comparison["dataset"].isin(list(datasets))]
     order = list(dict.fromkeys(df["dataset"]))
-    wide = (
-        df.set_index(["variant", "param", "value", "dataset"])[column]
-        .unstack("dataset")
-        .sort_index()
-    )
+    wide = df.set_index(["variant", "param", "value", "dataset"])[column].unstack("dataset").sort_index()
     wide = wide[order]
     wide["Avg"] = wide.mean(axis=1, skipna=False)
     wide.columns = [paper_dataset(c) for c in wide.columns]
@@ -322,9 +328,7 @@ def sweep_summary(comparison: pd.DataFrame) -> pd.DataFrame:
     kept); ours are the exact maximum.
     """
     rows = []
-    for (variant, param, dataset), g in comparison.groupby(
-        ["variant", "param", "dataset"], sort=False
-    ):
+    for (variant, param, dataset), g in comparison.groupby(["variant", "param", "dataset"], sort=False):
         g = g.sort_values("value")
         rows.append(
             dict(

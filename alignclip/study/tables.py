@@ -7,29 +7,42 @@ notebooks' regression checks compare, and :func:`plot_paper_vs_ours` draws the c
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 import pandas as pd
 
 from alignclip.errors import InputError
 from alignclip.kinds import combined_kind, labelled
-from alignclip.paper.names import PACKAGE_DATASET, PAPER_METHOD, paper_dataset
+from alignclip.paper.names import PACKAGE_DATASET, PAPER_METHOD, paper_dataset, paper_method
 from alignclip.paper.tables import compare_with_paper, load_table
 
 __all__ = ["main_table", "paper_comparison", "plot_paper_vs_ours", "summary_lines"]
 
 
-def paper_comparison(results: pd.DataFrame, table: str, method_map: dict[str, str],
-                     variant: str | float | None = None) -> pd.DataFrame:
-    """Paper vs ours for every label of ``results`` mapped to a paper row (``{our label: paper method}``)."""
+def paper_comparison(
+    results: pd.DataFrame, table: str, methods: Mapping[str, str] | Sequence[str], variant: str | float | None = None
+) -> pd.DataFrame:
+    """Paper vs ours for every label of ``results`` given in ``methods``, beside the paper's row of it.
+
+    Args:
+        results: :func:`alignclip.study.runs.evaluate_runs` rows.
+        table: the paper table (e.g. ``"table2_main"``).
+        methods: our labels, each compared with the paper row named by :data:`alignclip.paper.names.PAPER_METHOD`
+            (``["segearth-ov", "alignclip-d"]``), or ``{our label: paper row}`` where the label is not a preset.
+        variant: passed to :func:`alignclip.paper.tables.paper_row` (Tables 6-9).
+    """
+    method_map = dict(methods) if isinstance(methods, Mapping) else {m: paper_method(m) for m in methods}
     frames = []
-    for label, paper_method in method_map.items():
+    for label, paper_row_name in method_map.items():
         sub = results[results["label"] == label]
         if sub.empty:
             continue
         kind = combined_kind(sub["kind"])
         ours = {paper_dataset(d): float(m) for d, m in zip(sub["dataset"], sub["miou"], strict=True)}
-        cmp = compare_with_paper(ours, table=table, method=paper_method, kind=kind, variant=variant)
-        ci = {paper_dataset(d): (lo, hi) for d, lo, hi in zip(sub["dataset"], sub["ci_low"], sub["ci_high"],
-                                                                  strict=True)}
+        cmp = compare_with_paper(ours, table=table, method=paper_row_name, kind=kind, variant=variant)
+        ci = {
+            paper_dataset(d): (lo, hi) for d, lo, hi in zip(sub["dataset"], sub["ci_low"], sub["ci_high"], strict=True)
+        }
         cmp["ci_low"] = [ci.get(d, (None, None))[0] for d in cmp["dataset"]]
         cmp["ci_high"] = [ci.get(d, (None, None))[1] for d in cmp["dataset"]]
         cmp.insert(0, "method", label)
@@ -46,8 +59,9 @@ def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
 
     df = comparison[comparison["dataset"] != "Avg."]
     methods = list(dict.fromkeys(df["method"]))
-    fig, axes = plt.subplots(1, len(methods), figsize=(max(5.0, 3.2 * len(df["dataset"].unique()) / 2) ,
-                                                        3.6), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(
+        1, len(methods), figsize=(max(5.0, 3.2 * len(df["dataset"].unique()) / 2), 3.6), squeeze=False, sharey=True
+    )
     for ax, method in zip(axes[0], methods, strict=True):
         sub = df[df["method"] == method]
         long = sub.melt(id_vars=["dataset"], value_vars=["paper", "ours"], var_name="source", value_name="mIoU")
@@ -67,8 +81,9 @@ def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
     return fig
 
 
-def main_table(results: pd.DataFrame, table: str = "table2_main",
-               label_to_paper: dict[str, str] | None = None) -> pd.DataFrame:
+def main_table(
+    results: pd.DataFrame, table: str = "table2_main", label_to_paper: dict[str, str] | None = None
+) -> pd.DataFrame:
     """Wide table in the paper's row order: ``paper`` and ``ours`` mIoU per dataset and average.
 
     Paper rows with no run of ours keep the paper's numbers, marked ``reported only``.
@@ -89,8 +104,11 @@ def main_table(results: pd.DataFrame, table: str = "table2_main",
                 continue
             values = {d: (float(prow[d]) if source == "paper" else ours.get(d)) for d in datasets}
             present = [v for v in values.values() if v is not None]
-            values["Avg"] = (float(prow["Avg"]) if source == "paper" else
-                             (sum(present) / len(present) if len(present) == len(datasets) else None))
+            values["Avg"] = (
+                float(prow["Avg"])
+                if source == "paper"
+                else (sum(present) / len(present) if len(present) == len(datasets) else None)
+            )
             rows.append({"method": method, "source": source, "status": status, **values})
     return pd.DataFrame(rows)
 
@@ -99,8 +117,8 @@ def summary_lines(results: pd.DataFrame, digits: int = 2) -> str:
     """Deterministic text of every run's mIoU (for the notebooks' regression-checked cells)."""
     lines = []
     for _, r in results.sort_values(["label", "dataset"]).iterrows():
-        lines.append(f"{r['label']:<24s} {r['dataset']:<18s} mIoU {r['miou']:.{digits}f} "
-                     f"[{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}] n={r['n_images']} {r['kind']}")
+        lines.append(
+            f"{r['label']:<24s} {r['dataset']:<18s} mIoU {r['miou']:.{digits}f} "
+            f"[{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}] n={r['n_images']} {r['kind']}"
+        )
     return "\n".join(lines)
-
-
