@@ -14,7 +14,8 @@ paper (:func:`paper_comparison`, :func:`main_table`, :func:`paired_deltas`, ...)
 - :mod:`~alignclip.study.bench`: the cost benchmark (Table 11);
 - :mod:`~alignclip.study.crf`: dense CRF runs (Table 13);
 - :mod:`~alignclip.study.decisions`: what each open choice of the decisions register changes;
-- :mod:`~alignclip.study.qualitative`: qualitative panels.
+- :mod:`~alignclip.study.qualitative`: qualitative panels;
+- :mod:`~alignclip.study.display`: tables formatted for reading (:func:`for_reading`).
 """
 
 from alignclip.evaluation.features import collect_domain_features
@@ -63,6 +64,7 @@ from alignclip.study.decisions import (
     plot_decision_forest,
     select_decisions,
 )
+from alignclip.study.display import for_reading
 from alignclip.study.gains import (
     TABLE3,
     TABLE3_CLAIMS,
@@ -147,6 +149,7 @@ __all__ = [
     "evaluate_crf_runs",
     "evaluate_runs",
     "evaluate_sweep",
+    "for_reading",
     "grid_runs",
     "main_table",
     "paired_deltas",

@@ -206,7 +206,8 @@ def start_study(
 
 
 def banner(ctx: StudyContext):
-    """A visible Markdown box saying whether the numbers below are real or pipeline checks."""
+    """The notebook's status as an admonition (rendered by the book, readable as plain Markdown in Jupyter):
+    a warning box for pipeline checks, a note naming the weights for runs of the full profile."""
     from IPython.display import Markdown
 
     if ctx.is_pipeline_check:
@@ -220,7 +221,9 @@ def banner(ctx: StudyContext):
         text += (
             f" on the converted datasets under `{ctx.data_root}`." if "data" in ctx.needs else "; it reads no dataset."
         )
-    return Markdown(f"> {text}")
+    box = "warning" if ctx.is_pipeline_check else "note"
+    title = PIPELINE_CHECK_LABEL if ctx.is_pipeline_check else "Full profile"
+    return Markdown(f":::{{{box}}} {title}\n{text}\n:::")
 
 
 def write_notebook_results(ctx: StudyContext, name: str, payload: dict[str, Any]) -> Path:

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # text bars on stderr (tqdm.auto warns in notebooks without ipywidgets)
 
 from alignclip.data import load_manifest
 from alignclip.evaluation.crf import crf_fingerprint, evaluate_with_crf
@@ -28,7 +28,7 @@ def evaluate_crf_runs(
     datasets: Sequence[str] | None = None,
     crf_params: dict[str, Any] | None = None,
     labels: tuple[str, str] | None = None,
-    progress: bool = True,
+    progress: bool | None = None,
 ):
     """Study helper: ``preset`` with and without dense CRF on every dataset of a study (one pass each).
 
@@ -42,7 +42,7 @@ def evaluate_crf_runs(
         datasets: dataset names (default: the study's).
         crf_params: any of :data:`CRF_DEFAULTS`.
         labels: ``(plain label, CRF label)``; default :func:`crf_run_labels` of ``preset``.
-        progress: show a progress bar over datasets.
+        progress: show a progress bar over datasets (None: in the full profile only, so smoke notebooks store none).
 
     Returns:
         Two rows per dataset with :func:`alignclip.study.runs.evaluate_runs`'s columns (``label, preset, dataset,
@@ -51,6 +51,7 @@ def evaluate_crf_runs(
     params = check_crf_params(crf_params or {})
     plain_label, crf_label = labels or crf_run_labels(preset)
     rows = []
+    progress = (not ctx.is_pipeline_check) if progress is None else progress
     for dataset in tqdm(list(datasets or ctx.datasets), desc="CRF evaluations", disable=not progress):
         cfg = ctx.config(preset, dataset)
         manifest = load_manifest(dataset)

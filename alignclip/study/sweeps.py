@@ -222,7 +222,7 @@ def smoke_threads(ctx: StudyContext) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def evaluate_sweep(ctx: StudyContext, runs: Sequence[Run], progress: bool = True) -> pd.DataFrame:
+def evaluate_sweep(ctx: StudyContext, runs: Sequence[Run], progress: bool | None = None) -> pd.DataFrame:
     """:func:`alignclip.study.context.evaluate_runs` under :func:`smoke_threads` (same cache, same rows)."""
     with smoke_threads(ctx):
         return evaluate_runs(ctx, runs, progress=progress)
@@ -233,7 +233,7 @@ def run_sweep(
     presets: Sequence[str],
     param: str,
     values: Sequence[Any],
-    progress: bool = True,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Evaluate a sweep (see :func:`sweep_runs`).
 
