@@ -1,6 +1,7 @@
 """`alignclip evaluate`, `data` and `stats` commands end to end on generated data."""
 
 import json
+import re
 
 import pytest
 
@@ -93,3 +94,4 @@ def test_data_commands(results, tmp_path, capsys):
     assert "potsdam.yaml" in out and "alignclip data prepare potsdam" in out
     full = generate_synthetic_dataset(tmp_path / "s8", n_images=8, size=64)
     assert main(["data", "verify", "synthetic", "--root", str(full)]) == 0
+    assert re.search(r": OK \(content sha256 [0-9a-f]{64}\)", capsys.readouterr().out)  # recordable beside results

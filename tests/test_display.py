@@ -7,9 +7,20 @@ from alignclip.study.display import for_reading
 
 
 def _comparison():
-    return pd.DataFrame(dict(method=["segearth-ov"] * 2, dataset=["potsdam", "Avg."], paper=[47.1, 39.1],
-                             ours=[7.04, 8.1], delta=[-40.06, -31.0], kind=["pipeline-check"] * 2, note=["", "x"],
-                             ci_low=[6.56, np.nan], ci_high=[8.37, np.nan], paper_in_ci=[False, False]))
+    return pd.DataFrame(
+        dict(
+            method=["segearth-ov"] * 2,
+            dataset=["potsdam", "Avg."],
+            paper=[47.1, 39.1],
+            ours=[7.04, 8.1],
+            delta=[-40.06, -31.0],
+            kind=["pipeline-check"] * 2,
+            note=["", "x"],
+            ci_low=[6.56, np.nan],
+            ci_high=[8.37, np.nan],
+            paper_in_ci=[False, False],
+        )
+    )
 
 
 def test_interval_in_one_cell_paper_names_and_readable_headers():
@@ -37,7 +48,8 @@ def test_no_index_and_pipeline_check_greyed():
 
 
 def test_paper_rows_of_a_mixed_table_at_the_paper_precision():
-    table = pd.DataFrame(dict(method=["CLIP", "CLIP"], source=["paper", "ours"], status=["pipeline-check"] * 2,
-                              Potsdam=[14.5, 3.1234]))
+    table = pd.DataFrame(
+        dict(method=["CLIP", "CLIP"], source=["paper", "ours"], status=["pipeline-check"] * 2, Potsdam=[14.5, 3.1234])
+    )
     html = for_reading(table).to_html()
     assert ">14.5<" in html and ">3.12<" in html

@@ -116,6 +116,20 @@ def test_runs_are_cached(ctx, results):
     assert summary_lines(again) == summary_lines(results)
 
 
+def test_cached_runs_are_not_reused_for_changed_data(tmp_path):
+    from alignclip.data import open_dataset
+    from alignclip.evaluation.evaluate import load_result
+
+    ctx = start_study(datasets=["potsdam"], output_dir=tmp_path, n_boot=50, smoke_images=2)
+    runs = grid_runs(["segearth-ov"], ctx.datasets)
+    path = evaluate_runs(ctx, runs, progress=False)["path"][0]
+    before = load_result(path)["provenance"]["data_fingerprint"]
+    label = open_dataset("potsdam", ctx.dataset_root("potsdam"))[0].label_path
+    label.write_bytes(label.read_bytes() + b"\0")  # another version of the data (PNG readers ignore the tail)
+    evaluate_runs(ctx, runs, progress=False)
+    assert load_result(path)["provenance"]["data_fingerprint"] != before  # re-evaluated, not the cached result
+
+
 def test_tables_and_claims(results):
     table = main_table(results)
     assert set(table[table["method"] == "GEM"]["status"]) == {"reported only"}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 from pathlib import Path
 from typing import Any
 
@@ -18,26 +17,20 @@ PIPELINE_CHECK_NOTE = (
 )
 
 
-def _parse_value(text: str) -> Any:
-    low = text.lower()
-    if low in ("true", "false"):
-        return low == "true"
-    if low in ("none", "null"):
-        return None
-    for cast in (int, float):
-        with contextlib.suppress(ValueError):
-            return cast(text)
-    return text
-
-
 def parse_set(items: list[str] | None) -> dict[str, Any]:
-    """``["alpha=0.3", "sga=false"]`` → ``{"alpha": 0.3, "sga": False}``."""
+    """``["alpha=0.3", "sga=off"]`` → ``{"alpha": 0.3, "sga": False}``: each value parsed with its field's type
+    (:func:`alignclip.pipeline.config.parse_field_value`; unknown fields and wrong types are one-line errors)."""
+    from alignclip.pipeline.config import parse_field_value  # imported on use: `alignclip --help` stays fast
+
     out: dict[str, Any] = {}
     for item in items or []:
         if "=" not in item:
             raise ConfigError(f"--set {item!r} must be KEY=VALUE (e.g. --set alpha=0.3)")
         key, value = item.split("=", 1)
-        out[key.strip()] = _parse_value(value.strip())
+        try:
+            out[key.strip()] = parse_field_value(key.strip(), value)
+        except ConfigError as err:
+            raise ConfigError(f"--set {item}: {err}") from None
     return out
 
 
@@ -98,12 +91,25 @@ def config_from_args(args: argparse.Namespace, dataset: str | None = None):
 
 
 def read_class_args(args: argparse.Namespace) -> list[str]:
-    """Class names from ``--classes`` or ``--classes-file`` (one per line, ``#`` comments)."""
+    """Class names from ``--classes`` or ``--classes-file`` (UTF-8 text, one per line, ``#`` comments)."""
     if args.classes_file:
         path = Path(args.classes_file)
         if not path.is_file():
             raise InputError(f"classes file {path} not found; give a text file with one class per line")
-        names = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.startswith("#")]
+        fix = "save it as UTF-8 text with one class per line"
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise InputError(f"cannot read classes file {path}: {err.strerror or err}") from None
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as err:
+            raise InputError(
+                f"classes file {path} is not UTF-8 text (byte 0x{data[err.start]:02x} at offset {err.start}); {fix}"
+            ) from None
+        if "\x00" in text:
+            raise InputError(f"classes file {path} is a binary file (it holds NUL bytes), not a text file; {fix}")
+        names = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("#")]
         if not names:
             raise InputError(f"classes file {path} has no class names; write one class per line")
         return names

@@ -8,10 +8,8 @@ from __future__ import annotations
 import argparse
 import copy
 import sys
-from pathlib import Path
 
 from alignclip.cli.args import add_model_args, config_from_args
-from alignclip.errors import InputError
 
 __all__ = ["bench_configs_from_args", "cmd_bench", "register_bench"]
 
@@ -38,11 +36,14 @@ def bench_configs_from_args(args: argparse.Namespace) -> dict:
 def cmd_bench(args: argparse.Namespace) -> int:
     from alignclip.evaluation.bench import growth, run_bench
     from alignclip.io.files import write_json
+    from alignclip.io.images import check_output_path
+    from alignclip.pipeline.runtime import resolve_device
     from alignclip.study.bench import bench_frame, check_targets
 
-    if Path(args.json).exists() and not args.force:
-        raise InputError(f"{args.json} exists; pass --force to overwrite it or choose another --json path")
+    check_output_path(args.json, None, overwrite=args.force, name="--json")  # before any timing
     configs = bench_configs_from_args(args)
+    for config in configs.values():
+        resolve_device(config.device)  # an unknown or missing device fails before any model is built
     log = None if args.quiet else (lambda msg: print(msg, file=sys.stderr))
     result = run_bench(
         list(configs),

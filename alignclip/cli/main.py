@@ -27,22 +27,44 @@ __all__ = ["build_parser", "cmd_data", "cmd_evaluate", "cmd_notebook", "cmd_segm
 
 
 def cmd_segment(args: argparse.Namespace) -> int:
-    from alignclip.io.images import read_image, write_mask
-    from alignclip.io.overlay import write_overlay
+    """Every input and output is checked (one-line errors) before any model is built; outputs are written atomically."""
+    from alignclip.errors import InputError
+    from alignclip.io.images import check_mask_path, read_image, write_mask
+    from alignclip.io.overlay import check_overlay_path, write_overlay
+    from alignclip.pipeline.runtime import check_image_size, resolve_device
     from alignclip.pipeline.segmentor import Segmentor
 
     classes = read_class_args(args)
     config = config_from_args(args)
+    resolve_device(config.device)  # an unknown or missing device fails here, not after the models are built
+    outputs = []
+    if args.out:
+        outputs.append(check_mask_path(args.out, len(classes), overwrite=args.force, name="--out"))
+    if args.overlay:
+        outputs.append(check_overlay_path(args.overlay, overwrite=args.force, name="--overlay"))
+    if len(outputs) == 2 and outputs[0].resolve() == outputs[1].resolve():
+        raise InputError(f"--out and --overlay are the same file {args.out}; give them different paths")
     image, meta = read_image(args.image, bands=tuple(args.bands) if args.bands else None)
+    check_image_size(config, image.shape[0], image.shape[1])  # too thin for the windows: before the models
     seg = Segmentor(config, classes)
     if seg.is_random:
         print(PIPELINE_CHECK_NOTE.format(what=json.dumps(seg.weights_identity())), file=sys.stderr)
     labels = seg.predict(image, keep_logits=False).labels  # only labels are written: bounded memory on huge tiles
+
+    def write(path: str, save) -> None:
+        try:
+            save()
+        except OSError as err:  # the disk filled up or the folder changed during the run
+            raise InputError(f"cannot write {path}: {err.strerror or err}") from None
+
     if args.out:
-        write_mask(args.out, labels, meta=meta, overwrite=args.force)
+        write(args.out, lambda: write_mask(args.out, labels, meta=meta, overwrite=args.force))
         print(f"mask written to {args.out} ({labels.shape[1]}x{labels.shape[0]}, classes 0..{len(classes) - 1})")
     if args.overlay:
-        write_overlay(args.overlay, image, labels, seg.classes.class_names, overwrite=args.force)
+        write(
+            args.overlay,
+            lambda: write_overlay(args.overlay, image, labels, seg.classes.class_names, overwrite=args.force),
+        )
         print(f"overlay written to {args.overlay}")
     if not args.out and not args.overlay:
         values, counts_ = np.unique(labels, return_counts=True)
@@ -63,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--bands", nargs=3, type=int, metavar=("R", "G", "B"), help="1-based RGB bands of a multi-band image"
     )
-    p.add_argument("--out", help="mask PNG (single-channel class indices) or .tif (GeoTIFF keeps georeferencing)")
-    p.add_argument("--overlay", help="colour overlay PNG with a legend")
+    p.add_argument(
+        "--out",
+        help="mask .png (single-channel class indices, at most 256 classes) or .tif/.tiff (GeoTIFF keeps "
+        "georeferencing); its folder must exist",
+    )
+    p.add_argument("--overlay", help="colour overlay .png with a legend; its folder must exist")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
@@ -75,20 +101,54 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from alignclip.evaluation.evaluate import evaluate
+    import os
+    import shlex
 
-    config = config_from_args(args, dataset=args.dataset)
-    result = evaluate(
-        config,
-        args.dataset,
-        args.data_root,
-        args.out,
-        split=args.split,
-        limit=args.limit,
-        save_predictions=args.save_predictions,
-        force=args.force,
-        progress=not args.no_progress,
-    )
+    from alignclip.evaluation.evaluate import EvaluationInterrupted, evaluate
+
+    def resume_command() -> str:
+        """This command with its options as given, without --force (which would discard the saved images)."""
+        probe = argparse.ArgumentParser(add_help=False).add_subparsers()
+        _register_evaluate(probe)
+        defaults = probe.choices["evaluate"]
+        words = ["alignclip", "evaluate"]
+        for dest, value in vars(args).items():
+            if dest in ("func", "command", "force") or value == defaults.get_default(dest):
+                continue
+            flag = "--" + dest.replace("_", "-")
+            if value is True:
+                words.append(flag)
+            else:
+                for item in value if isinstance(value, list) else [value]:
+                    words += [flag, str(item)]
+        launcher = "the same torchrun launch of " if int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+        return launcher + shlex.join(words)
+
+    try:
+        config = config_from_args(args, dataset=args.dataset)
+        result = evaluate(
+            config,
+            args.dataset,
+            args.data_root,
+            args.out,
+            split=args.split,
+            limit=args.limit,
+            save_predictions=args.save_predictions,
+            force=args.force,
+            progress=not args.no_progress,
+            allow_partial=args.allow_partial,
+        )
+    except EvaluationInterrupted as exc:
+        how = f" by {exc.signal_name}" if exc.signal_name else ""
+        where = ", ".join(str(p) for p in exc.partial_dirs)
+        print(
+            f"interrupted{how}: {exc.saved} of {exc.total} images saved in {where}; resume with: {resume_command()}",
+            file=sys.stderr,
+        )
+        return 143 if exc.signal_name == "SIGTERM" else 130
+    except KeyboardInterrupt:
+        print(f"interrupted; rerun to continue: {resume_command()}", file=sys.stderr)
+        return 130
     if result is None:  # non-zero ranks of a torchrun job
         return 0
     label = REPRODUCTION if result["kind"] == REPRODUCTION else f"{PIPELINE_CHECK_LABEL}, not a reproduction"
@@ -100,7 +160,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_data(args: argparse.Namespace) -> int:
-    from alignclip.data import list_datasets, load_manifest, prepare_dataset, verify_dataset
+    from alignclip.data import full_dataset_hash, list_datasets, load_manifest, prepare_dataset, verify_dataset
 
     if args.data_command == "list":
         for name in list_datasets():
@@ -118,18 +178,25 @@ def cmd_data(args: argparse.Namespace) -> int:
         for line in problems:
             print(f"problem: {line}")
         return 1
-    print(f"{args.name} at {args.root}: OK")
+    digest = full_dataset_hash(args.name, args.root, split=args.split)
+    print(f"{args.name} at {args.root}: OK (content sha256 {digest})")
     return 0
 
 
 def cmd_stats(args: argparse.Namespace) -> int:
-    from alignclip.evaluation.bootstrap import bootstrap_miou, paired_bootstrap
+    from alignclip.errors import InputError
+    from alignclip.evaluation.bootstrap import bootstrap_miou, check_comparable, paired_bootstrap
     from alignclip.evaluation.confusion import ConfusionAccumulator
     from alignclip.evaluation.evaluate import load_result
 
     def per_image(path: str):
         result = load_result(path)
-        acc = ConfusionAccumulator.from_compact(result["per_image_confusion"])
+        try:
+            acc = ConfusionAccumulator.from_compact(result.get("per_image_confusion"))
+        except InputError as exc:
+            raise InputError(
+                f"{path} has no usable per_image_confusion ({exc}); re-create it with `alignclip evaluate`"
+            ) from None
         ids, cms = acc.per_image()
         return result, ids, cms
 
@@ -146,6 +213,7 @@ def cmd_stats(args: argparse.Namespace) -> int:
         return 0
     res_a, ids_a, cms_a = per_image(args.a)
     res_b, ids_b, cms_b = per_image(args.b)
+    check_comparable(res_a, res_b, (args.a, args.b))
     cmp = paired_bootstrap(cms_a, cms_b, ids_a, ids_b, n_boot=args.n_boot, seed=args.seed)
     tag = "" if is_reproduction([res_a["kind"], res_b["kind"]]) else f" [{PIPELINE_CHECK_LABEL}]"
     print(
@@ -163,10 +231,21 @@ def _register_evaluate(sub) -> None:
     p.add_argument("--dataset", required=True, help="dataset manifest name (alignclip data list)")
     p.add_argument("--data-root", required=True, help="converted dataset root (img_dir/, ann_dir/)")
     p.add_argument("--split", help="split to evaluate (default: the manifest's)")
-    p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--save-predictions", metavar="DIR", help="write one mask PNG per image")
+    p.add_argument("--limit", type=int, help="only the first N images (N >= 1)")
+    p.add_argument(
+        "--save-predictions",
+        metavar="DIR",
+        help="write one mask PNG per image into DIR (outside the dataset root; files there are kept unless --force)",
+    )
     p.add_argument("--out", required=True, help="RESULT.json path")
-    p.add_argument("--force", action="store_true", help="overwrite --out and discard partial results")
+    p.add_argument(
+        "--force", action="store_true", help="overwrite --out and --save-predictions files, discard partial results"
+    )
+    p.add_argument(
+        "--allow-partial",
+        action="store_true",
+        help="evaluate a dataset with fewer images than its manifest lists (a warning instead of an error)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_model_args(p)
     p.set_defaults(func=cmd_evaluate)
@@ -212,8 +291,13 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         run_all,
         run_notebook,
     )
+    from alignclip.errors import ConfigError
 
-    params = {k: v for k, v in (args.param or [])} if hasattr(args, "param") else {}
+    params: dict[str, str] = {}
+    for key, value in getattr(args, "param", None) or []:
+        if key in params:
+            raise ConfigError(f"-p {key} is given twice ({params[key]!r} and {value!r}); give each parameter once")
+        params[key] = value
     if args.nb_command == "list":
         for name in list_notebooks():
             declared = notebook_parameters(notebook_path(name))
@@ -244,18 +328,27 @@ def _register_notebook(sub) -> None:
             metavar=("KEY", "VALUE"),
             help="notebook parameter (repeatable), e.g. -p profile full -p datasets \"['potsdam']\"",
         )
-        q.add_argument("--out", default="runs/notebooks", help="output folder (default runs/notebooks)")
+        q.add_argument(
+            "--out",
+            default="runs/notebooks",
+            help="output folder (default runs/notebooks); the kernel runs in the current folder, so a relative "
+            "output_dir or data_root parameter resolves there",
+        )
         q.set_defaults(func=cmd_notebook)
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run a command: ``error: ...`` on one line and exit status 2 for an :class:`AlignCLIPError`, 130 for Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except AlignCLIPError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {' '.join(str(exc).splitlines())}", file=sys.stderr)  # one line, whatever the message
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted (Ctrl-C)", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

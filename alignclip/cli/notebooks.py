@@ -2,7 +2,9 @@
 
 ``alignclip notebook run NAME -p KEY VALUE ... --out DIR`` is the same as
 ``papermill notebooks/NAME.ipynb DIR/NAME.ipynb -p KEY VALUE ... --cwd .`` with the parameter names and types
-checked against the notebook's ``parameters`` cell first, so a typo fails in one line instead of a traceback.
+(list elements included) checked against the notebook's ``parameters`` cell first, so a typo fails in one line
+instead of a traceback. It runs from any folder: the notebooks are found in the package checkout, and the kernel
+runs in the current working directory (a relative ``output_dir`` or ``data_root`` resolves there, as ``--out`` does).
 """
 
 from __future__ import annotations
@@ -59,33 +61,59 @@ def notebook_parameters(path: Path) -> dict[str, tuple[str | None, Any]]:
     raise InputError(f"{path} has no cell tagged 'parameters'")
 
 
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+
+
+def _is(kind: str, value: Any) -> bool:
+    if kind not in _TYPES:
+        return True  # an annotation this check does not know is not checked
+    if kind in ("int", "float") and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) if kind == "float" else isinstance(value, _TYPES[kind])
+
+
+def _element_kind(annotation: str, default: Any) -> str | None:
+    """The element type of a list parameter: ``list[X]`` in the annotation, else the type of the default's elements
+    (None when the default is empty or mixed: not checked)."""
+    inner = annotation.replace(" ", "").partition("[")[2].rstrip("]")
+    if inner:
+        return inner
+    kinds = {type(v).__name__ for v in default} if isinstance(default, list) else set()
+    return kinds.pop() if len(kinds) == 1 else None
+
+
 def _coerce(name: str, text: Any, annotation: str | None, default: Any) -> Any:
-    """Parse a ``-p KEY VALUE`` string as the parameter's type (Python literal syntax for lists/None)."""
-    if not isinstance(text, str):
-        return text
-    try:
-        value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-        value = text
+    """Parse a ``-p KEY VALUE`` string as the parameter's type (Python literal syntax for lists/None) and check it (a
+    Python value is checked as it is); a list's elements must have the type of the annotation's ``list[X]`` or of the
+    default's elements (ints pass as floats)."""
+    value = text
+    if isinstance(text, str):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            value = text
     ann = annotation or type(default).__name__
-    ok = {
-        "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-        "bool": isinstance(value, bool),
-        "list": isinstance(value, list),
-    }
     base = ann.replace(" ", "").split("|")
     allowed = [b.split("[")[0] for b in base]
     if value is None and "None" in allowed:
         return None
-    if any(ok.get(a, True) for a in allowed if a != "None"):
-        if "float" in allowed and isinstance(value, int) and not isinstance(value, bool):
-            return float(value)
-        return value
-    if "str" in allowed:
-        return str(value)
-    raise ConfigError(f"parameter {name}={text!r} has the wrong type; expected {ann} (e.g. {default!r})")
+    if not any(_is(a, value) for a in allowed if a != "None"):
+        if "str" in allowed and isinstance(text, str):
+            return text
+        raise ConfigError(f"parameter {name}={text!r} has the wrong type; expected {ann} (e.g. {default!r})")
+    if isinstance(value, int) and not isinstance(value, bool) and "float" in allowed and "int" not in allowed:
+        return float(value)
+    if isinstance(value, list) and "list" in allowed:
+        kind = _element_kind(next(b for b in base if b.startswith("list")), default)
+        bad = [v for v in value if kind is not None and not _is(kind, v)]
+        if bad:
+            raise ConfigError(
+                f"parameter {name}={text!r} has the wrong element type(s) ({', '.join(map(repr, bad[:3]))}); "
+                f"expected a list of {kind} (e.g. {default!r})"
+            )
+        if kind == "float":
+            value = [float(v) for v in value]
+    return value
 
 
 def check_parameters(path: Path, params: dict[str, Any]) -> dict[str, Any]:
@@ -105,20 +133,37 @@ def run_notebook(
     kernel: str = "python3",
     progress: bool = False,
 ) -> Path:
-    """Execute a copy of a study notebook with new parameters into ``out_dir`` (the original is never changed)."""
-    import papermill as pm
+    """Execute a copy of a study notebook with new parameters into ``out_dir`` (the original is never changed).
 
+    Args:
+        name: the notebook (:func:`notebook_path`).
+        params: parameters, checked against the notebook's parameters cell (:func:`check_parameters`).
+        out_dir: folder of the executed copy (relative to the current working directory).
+        cwd: working directory of the kernel (default: the current one; relative ``output_dir`` resolves there).
+        kernel: Jupyter kernel name.
+        progress: show papermill's progress bar.
+    """
     src = notebook_path(name)
     checked = check_parameters(src, dict(params or {}))
-    out = Path(out_dir) / src.name
+    out = Path(out_dir).absolute() / src.name
     if out.resolve() == src.resolve():
         raise InputError(f"--out {out_dir} would overwrite the committed notebook; choose another folder")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(cwd).absolute() if cwd is not None else Path.cwd()
+    if not work.is_dir():
+        raise InputError(f"working directory {work} is not a folder; pass an existing folder as cwd")
+    try:
+        import papermill as pm
+    except ImportError:
+        raise InputError("running notebooks needs papermill: pip install 'alignclip[study]'") from None
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"--out {out_dir}: cannot create folder {out.parent}: {err.strerror or err}") from None
     pm.execute_notebook(
         str(src),
         str(out),
         parameters=checked,
-        cwd=str(cwd or REPO_ROOT),
+        cwd=str(work),
         kernel_name=kernel,
         progress_bar=progress,
         log_output=False,
@@ -132,11 +177,23 @@ def run_all(
     params: dict[str, Any] | None = None,
     cwd: str | Path | None = None,
 ) -> list[Path]:
-    """Execute every notebook (the book's main job); parameters apply to the notebooks that declare them."""
+    """Execute every notebook (the book's main job); parameters apply to the notebooks that declare them.
+
+    Every parameter is checked against every notebook before the first one runs: a name no notebook declares, or a
+    value of the wrong type for any of them, is a one-line :class:`ConfigError`.
+    """
+    names = list(names or list_notebooks())
+    params = dict(params or {})
+    per_notebook = {}
+    for name in names:
+        path = notebook_path(name)
+        declared = notebook_parameters(path)
+        per_notebook[name] = check_parameters(path, {k: v for k, v in params.items() if k in declared})
+    unused = sorted(set(params) - {k for mine in per_notebook.values() for k in mine})
+    if unused:
+        raise ConfigError(f"parameter(s) {', '.join(unused)} declared by none of the notebooks {', '.join(names)}")
     done = []
-    for name in names or list_notebooks():
-        declared = notebook_parameters(notebook_path(name))
-        mine = {k: v for k, v in (params or {}).items() if k in declared}
+    for name in names:
         print(f"running {name} ...", flush=True)
-        done.append(run_notebook(name, mine, out_dir, cwd=cwd))
+        done.append(run_notebook(name, per_notebook[name], out_dir, cwd=cwd))
     return done

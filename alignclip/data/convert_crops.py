@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,7 +116,7 @@ def _write_crops(
 
 
 def convert_isprs(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """Potsdam or Vaihingen (``params.family``): val tiles -> 512 crops, colours -> ids 0-6.
 
@@ -228,7 +228,7 @@ class _PaletteCrops:
 
 
 def _convert_palette_crops(
-    spec: _PaletteCrops, base: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None
+    spec: _PaletteCrops, base: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path]
 ) -> tuple[int, list[str]]:
     """Gathers image/colour-label pairs under ``base``, decodes, pads and cuts them into crops.
 
@@ -271,7 +271,7 @@ def _convert_palette_crops(
 
 
 def convert_isaid(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """iSAID val: 896 crops with overlap 384 (stride 512), palette colours -> ids 0-15."""
     params = manifest.conversion.params
@@ -299,7 +299,7 @@ def convert_isaid(
 
 
 def convert_uavid(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """UAVid: 1080 x 1280 (H x W) crops without overlap; colours -> ids, moving car -> car."""
     params = manifest.conversion.params

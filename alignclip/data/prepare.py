@@ -5,27 +5,30 @@
 Converters here: ``isprs`` (Potsdam, Vaihingen), ``isaid``, ``uavid`` (in
 :mod:`alignclip.data.convert_crops`), ``openearthmap``, ``loveda``, ``copy_released`` (UDD5, VDD)
 and ``synthetic``. Labels are always written single-channel mode 'L' (or, for OpenEarthMap, the
-original single-band GeoTIFF after checking it), never palette. :func:`alignclip.data.verify.verify_dataset` checks the result.
+original single-band GeoTIFF after checking it), never palette. Conversion is staged in a scratch
+folder and checked with :func:`alignclip.data.verify.verify_dataset` before it replaces anything.
 """
 
 from __future__ import annotations
 
 import json
 import re
-import tempfile
-from collections.abc import Callable
+import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from alignclip.data.convert_crops import convert_isaid, convert_isprs, convert_uavid
+from alignclip.data.fakes import FAKE_MARKER
 from alignclip.data.labels import rgb_to_index
 from alignclip.data.manifest import DatasetManifest, list_datasets, load_manifest, manifest_sha256
-from alignclip.data.raw import clear_folders, copy_file, gather_raw
+from alignclip.data.raw import check_replaceable, copy_file, gather_raw, is_skipped, staging_folder, swap_in
 from alignclip.data.synthetic import generate_synthetic_dataset
 from alignclip.data.verify import verify_dataset
-from alignclip.errors import ConfigError, DatasetError, DatasetNotFoundError, InputError
+from alignclip.errors import AlignCLIPError, ConfigError, DatasetError, DatasetNotFoundError, InputError
+from alignclip.io.files import atomic_write
 from alignclip.io.images import read_image, read_label, write_mask
 
 __all__ = ["CONVERTERS", "PrepareResult", "prepare_dataset", "verify_dataset"]
@@ -82,7 +85,7 @@ def _read_index_label(path: Path, max_id: int, palette: list | None = None) -> n
 
 
 def _convert_loveda(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """LoveDA: Val/{Rural,Urban}/{images_png,masks_png} merged into one split."""
     domains = "|".join(manifest.conversion.params.get("domains", ["Rural", "Urban"]))
@@ -120,7 +123,7 @@ def _convert_loveda(
 
 
 def _convert_openearthmap(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """OpenEarthMap: copy the val tiles listed in val.txt, skipping xBD regions."""
     params = manifest.conversion.params
@@ -181,7 +184,7 @@ def _convert_openearthmap(
 
 
 def _convert_copy_released(
-    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Path | None = None
+    manifest: DatasetManifest, raw: Path, img_dir: Path, ann_dir: Path, tmp: Path, skip: Sequence[Path] = ()
 ) -> tuple[int, list[str]]:
     """UDD5/VDD: copy <split>/src images and rewrite <split>/gt labels as mode 'L'."""
     split, lay = manifest.split, manifest.layout
@@ -189,9 +192,7 @@ def _convert_copy_released(
     candidates = sorted(
         p
         for p in [raw, *raw.rglob("*")]
-        if p.is_dir()
-        and p.as_posix().endswith("/" + src_rel)
-        and (skip is None or skip.resolve() not in p.resolve().parents)
+        if p.is_dir() and p.as_posix().endswith("/" + src_rel) and not is_skipped(p, skip)
     )
     if not candidates:
         raise DatasetNotFoundError(
@@ -236,11 +237,18 @@ CONVERTERS: dict[str, Converter] = {
 def prepare_dataset(name: str, raw: Path | str | None, out: Path | str, force: bool = False) -> PrepareResult:
     """Converts a raw download into the layout :func:`alignclip.data.open_dataset` reads.
 
+    The conversion is staged: it writes into a scratch folder next to ``out``
+    (``<out>.tmp-<random>``), which :func:`verify_dataset` then checks; only a conversion that
+    passes replaces the split's image and label folders and the provenance file in ``out`` (by
+    renames; the old entries are deleted after the new ones are in place, and a stale fake-data
+    marker is removed with them). On any failure ``out`` is left exactly as it was and the scratch
+    folder is removed. Other files in ``out`` are never touched.
+
     Args:
         name: dataset name with a converter in its manifest (see :func:`list_datasets`).
         raw: folder holding the raw downloads (zips or unzipped); unused for ``synthetic``.
         out: dataset root to write (e.g. ``data/potsdam``); must differ from ``raw``.
-        force: replace an existing non-empty output split.
+        force: replace an existing non-empty output split (checked before any work).
 
     Returns:
         A :class:`PrepareResult` (``str()`` gives a printable summary).
@@ -248,7 +256,8 @@ def prepare_dataset(name: str, raw: Path | str | None, out: Path | str, force: b
     Raises:
         ConfigError: unknown dataset, or a dataset without a converter here.
         DatasetNotFoundError: raw folder or the expected raw files are missing.
-        DatasetError: raw files inconsistent, or the output exists and ``force`` is False.
+        DatasetError: raw files inconsistent, the converted files fail verification, or the
+            output exists and ``force`` is False.
     """
     manifest = load_manifest(name)
     converter = manifest.conversion.converter
@@ -263,13 +272,55 @@ def prepare_dataset(name: str, raw: Path | str | None, out: Path | str, force: b
             f"{manifest.path}: converter {converter!r} is unknown; valid: {', '.join(sorted(CONVERTERS))}"
         )
     out = Path(out)
-    split, lay = manifest.split, manifest.layout
-    img_dir, ann_dir = lay.image_folder(out, split), lay.label_folder(out, split)
-    if converter == "synthetic":
-        clear_folders([img_dir, ann_dir], force, manifest.name)
-        params = manifest.conversion.params
-        generate_synthetic_dataset(out, int(params["n_images"]), int(params["size"]), int(params["seed"]), split)
-        return _finish(manifest, out, int(params["n_images"]), [])
+    if out.exists() and not out.is_dir():
+        raise DatasetError(f"--out {out} is a file; pass a folder to hold the converted {manifest.name}")
+    rels = _replaced_entries(manifest)
+    if converter != "synthetic":
+        raw = _check_raw(manifest, raw, out, rels)
+    check_replaceable([out / rel for rel in rels], force, manifest.name)
+    staging = staging_folder(out)
+    try:
+        img_dir = manifest.layout.image_folder(staging, manifest.split)
+        ann_dir = manifest.layout.label_folder(staging, manifest.split)
+        img_dir.mkdir(parents=True, exist_ok=True)
+        ann_dir.mkdir(parents=True, exist_ok=True)
+        if converter == "synthetic":
+            params = manifest.conversion.params
+            count, notes = int(params["n_images"]), []
+            generate_synthetic_dataset(staging, count, int(params["size"]), int(params["seed"]), manifest.split)
+        else:
+            extract = staging / ".alignclip-extract"
+            extract.mkdir()
+            count, notes = CONVERTERS[converter](manifest, raw, img_dir, ann_dir, extract, (out, staging))
+            shutil.rmtree(extract)
+        _check_converted(manifest, raw, out, staging, count)
+        _note_count(manifest, count, notes)
+        _write_provenance(manifest, staging, count, notes)
+        swap_in(staging, out, rels)
+    except AlignCLIPError:
+        raise
+    except OSError as err:
+        raise DatasetError(
+            f"writing the converted {manifest.name} into {staging} failed ({err}); {out} is unchanged: "
+            "check free space and permissions there, then run again"
+        ) from err
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return PrepareResult(manifest.name, out, manifest.split, count, notes)
+
+
+def _replaced_entries(manifest: DatasetManifest) -> list[str]:
+    """Paths relative to the dataset root that a conversion replaces (outermost only, no duplicates)."""
+    lay, split = manifest.layout, manifest.split
+    rels = [lay.img_dir.format(split=split), lay.ann_dir.format(split=split), PROVENANCE_FILE, FAKE_MARKER]
+    if lay.split_file is not None:
+        rels.append(lay.split_file.format(split=split))
+    rels = list(dict.fromkeys(Path(r).as_posix() for r in rels))
+    return [r for r in rels if not any(o != r and Path(o) in Path(r).parents for o in rels)]
+
+
+def _check_raw(manifest: DatasetManifest, raw: Path | str | None, out: Path, rels: list[str]) -> Path:
+    """Checks ``--raw`` before any work: it exists and is neither ``out`` nor inside a replaced folder."""
     if raw is None or not Path(raw).is_dir():
         raise DatasetNotFoundError(
             f"raw folder {raw} for {manifest.name} does not exist; "
@@ -281,24 +332,45 @@ def prepare_dataset(name: str, raw: Path | str | None, out: Path | str, force: b
         raise DatasetError(
             f"--out {out} is the raw folder; write the converted dataset to another folder (e.g. data/<name>)"
         )
-    clear_folders([img_dir, ann_dir], force, manifest.name)
-    out.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".alignclip-extract-", dir=out) as tmp:
-        count, notes = CONVERTERS[converter](manifest, raw, img_dir, ann_dir, Path(tmp), out)
-    return _finish(manifest, out, count, notes)
+    for rel in rels:
+        if is_skipped(raw, [out / rel]):
+            raise DatasetError(
+                f"--raw {raw} lies inside {out / rel}, which prepare replaces; move the raw downloads "
+                "out of the dataset folder (or choose another --out)"
+            )
+    return raw
+
+
+def _check_converted(manifest: DatasetManifest, raw: Path | None, out: Path, staging: Path, count: int) -> None:
+    """Runs :func:`verify_dataset` on the staged conversion; problems abort before ``out`` is touched."""
+    if count == 0:
+        raise DatasetNotFoundError(
+            f"no {manifest.display_name} image was converted from {raw}; {out} is unchanged: put the files "
+            f"listed under how_to_obtain in {manifest.path} there"
+        )
+    problems = verify_dataset(manifest.name, staging, manifest.split, expected_count=count)
+    if problems:
+        first = " ".join(problems[0].split())
+        raise DatasetError(
+            f"the converted {manifest.name} failed verification ({len(problems)} problem(s), first: {first}); "
+            f"{out} is unchanged: check the raw download{f' in {raw}' if raw else ''} and run again"
+        )
 
 
 def _preparable() -> list[str]:
     return [n for n in list_datasets() if load_manifest(n).conversion.converter is not None]
 
 
-def _finish(manifest: DatasetManifest, out: Path, count: int, notes: list[str]) -> PrepareResult:
+def _note_count(manifest: DatasetManifest, count: int, notes: list[str]) -> None:
     expected = manifest.num_eval_images
-    if expected is not None and count != expected and manifest.name != "synthetic":
+    if expected is not None and count != expected and manifest.conversion.converter != "synthetic":
         notes.append(
             f"wrote {count} images but the manifest expects {expected}: check that the "
             "raw download is complete and is the release named in the manifest"
         )
+
+
+def _write_provenance(manifest: DatasetManifest, root: Path, count: int, notes: list[str]) -> None:
     record = {
         "dataset": manifest.name,
         "split": manifest.split,
@@ -308,5 +380,5 @@ def _finish(manifest: DatasetManifest, out: Path, count: int, notes: list[str]) 
         "manifest_sha256": manifest_sha256(manifest.name),
         "notes": notes,
     }
-    (out / PROVENANCE_FILE).write_text(json.dumps(record, indent=2, default=str) + "\n")
-    return PrepareResult(manifest.name, out, manifest.split, count, notes)
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    atomic_write(root / PROVENANCE_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))

@@ -4,24 +4,42 @@
 (``img_dir/<split>`` + ``ann_dir/<split>`` for the remote-sensing sets; the released layouts of
 Cityscapes, ADE20K, COCO-Stuff and PASCAL), and returns a sequence of :class:`Sample`. Image
 formats are detected from content (some converters write BMP bytes under ``.png`` names); palette
-PNG labels give their indices; ``reduce_zero_label`` is applied when the manifest says so.
+PNG labels give their indices; ``reduce_zero_label`` is applied when the manifest says so, and
+decoded values outside the classes (and ignore) raise naming the label file.
+
+Opening checks the folder is the dataset asked for (:func:`check_identity`: a fake-data marker
+naming another dataset, or ISPRS crops named as the other ISPRS set); :func:`check_complete`
+compares the number of images with the manifest's before an evaluation.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from alignclip.data.fakes import FAKE_MARKER
 from alignclip.data.labels import reduce_zero_label
-from alignclip.data.manifest import DatasetManifest, load_manifest
+from alignclip.data.manifest import DatasetManifest, list_datasets, load_manifest
 from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
 from alignclip.io.images import read_image, read_label
 
-__all__ = ["Dataset", "Sample", "SegmentationDataset", "not_found_error", "open_dataset", "scan_pairs"]
+__all__ = [
+    "Dataset",
+    "Sample",
+    "SegmentationDataset",
+    "check_complete",
+    "check_identity",
+    "not_found_error",
+    "open_dataset",
+    "read_fake_marker",
+    "scan_pairs",
+]
 
 
 @dataclass(frozen=True)
@@ -44,15 +62,20 @@ class Sample:
     label_path: Path
 
 
+def _remake(manifest: DatasetManifest, root: Path, force: bool = False) -> str:
+    """How to (re)create the converted dataset at ``root``: our converter, or the manifest's recipe."""
+    if manifest.conversion.converter is not None:
+        flag = " --force" if force else ""
+        return f"create it with `alignclip data prepare {manifest.name} --raw DIR --out {root}{flag}`"
+    return (
+        f"download and convert it as listed under how_to_obtain in {manifest.path} "
+        f"(`alignclip data prepare {manifest.name}` has no converter for it)"
+    )
+
+
 def not_found_error(manifest: DatasetManifest, root: Path, looked: Path, split: str) -> DatasetNotFoundError:
     """Builds the one-line 'dataset missing' error: what, where, expected layout, the fix."""
-    if manifest.conversion.converter is not None:
-        fix = f"create it with `alignclip data prepare {manifest.name} --raw DIR --out {root}`"
-    else:
-        fix = (
-            f"download and convert it as listed under how_to_obtain in {manifest.path} "
-            f"(`alignclip data prepare {manifest.name}` has no converter for it)"
-        )
+    fix = _remake(manifest, root)
     return DatasetNotFoundError(
         f"{manifest.display_name} ({manifest.name}, split {split!r}) not found: {looked} does "
         f"not exist; expected layout under {root}: {manifest.layout.describe(split)} (from "
@@ -127,6 +150,74 @@ def scan_pairs(manifest: DatasetManifest, root: Path | str, split: str | None = 
     return pairs
 
 
+def read_fake_marker(root: Path | str) -> dict | None:
+    """The fake-data marker (``alignclip_fake.json``) of ``root`` as a dict, or None when absent.
+
+    Raises:
+        DatasetError: the marker exists but is not a JSON object naming a dataset.
+    """
+    path = Path(root) / FAKE_MARKER
+    if not path.is_file():
+        return None
+    try:
+        marker = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        marker, reason = None, str(err)
+    else:
+        reason = "no 'name' of a dataset"
+    if not isinstance(marker, dict) or not isinstance(marker.get("name"), str):
+        raise DatasetError(
+            f"{path} is not a valid fake-data marker ({reason}); the folder holds generated data: "
+            "regenerate it with generate_fake_dataset, or point to the real dataset's root"
+        )
+    return marker
+
+
+def _crop_names(manifest: DatasetManifest) -> re.Pattern | None:
+    """Regex of the image ids our ISPRS converter (and mmseg's) writes, from the manifest's tile names.
+
+    Potsdam's tiles ``2_13`` give ``<i>_<j>_<x0>_<y0>_<x1>_<y1>``, Vaihingen's ``area2`` give
+    ``area<N>_<x0>_<y0>_<x1>_<y1>``. None for other converters (no naming to tell them apart).
+    """
+    if manifest.conversion.converter != "isprs":
+        return None
+    tiles = manifest.conversion.params.get("val_tiles") or []
+    shapes = sorted({re.sub(r"\d+", r"\\d+", re.escape(str(t))) for t in tiles})
+    return re.compile(rf"(?:{'|'.join(shapes)})_\d+_\d+_\d+_\d+") if shapes else None
+
+
+def check_identity(manifest: DatasetManifest, root: Path | str, image_ids: Sequence[str]) -> None:
+    """Raises when ``root`` holds another dataset than ``manifest``'s.
+
+    Two tells: a fake-data marker naming another dataset; or, for ISPRS Potsdam and Vaihingen
+    (the same layout), image ids that all follow the other set's crop naming and none this one's.
+    Other real datasets of the same layout cannot be told apart here (verify the counts).
+
+    Raises:
+        DatasetError: one line naming both datasets and the fix.
+    """
+    marker = read_fake_marker(root)
+    if marker is not None:
+        other = marker["name"]
+        if other != manifest.name:
+            raise DatasetError(
+                f"{Path(root) / FAKE_MARKER} says {root} holds FAKE {other} data, not {manifest.name}; "
+                f"open it as {other!r} (--dataset {other}) or point to a {manifest.display_name} root"
+            )
+        return
+    own = _crop_names(manifest)
+    if own is None or not image_ids or any(own.fullmatch(i) for i in image_ids):
+        return
+    for other in list_datasets():
+        theirs = _crop_names(load_manifest(other)) if other != manifest.name else None
+        if theirs is not None and all(theirs.fullmatch(i) for i in image_ids):
+            raise DatasetError(
+                f"{root} holds crops named like {image_ids[0]!r}, the naming of {other}, not of "
+                f"{manifest.name} ({own.pattern}); open it as {other!r} (--dataset {other}) or point to "
+                f"the {manifest.display_name} root"
+            )
+
+
 class SegmentationDataset(Sequence):
     """A converted evaluation split: a sequence of :class:`Sample` (read lazily, in order).
 
@@ -134,6 +225,11 @@ class SegmentationDataset(Sequence):
         manifest: the dataset's manifest.
         root: dataset root folder.
         split: split name (the manifest's by default).
+        is_fake: the root holds generated data (a fake-data marker naming this dataset).
+
+    Raises:
+        DatasetNotFoundError: see :func:`scan_pairs`.
+        DatasetError: unlabelled images, or the folder holds another dataset (:func:`check_identity`).
     """
 
     def __init__(self, manifest: DatasetManifest, root: Path | str, split: str | None = None):
@@ -141,6 +237,8 @@ class SegmentationDataset(Sequence):
         self.root = Path(root)
         self.split = manifest.split if split is None else split
         self._pairs = scan_pairs(manifest, self.root, self.split)
+        check_identity(manifest, self.root, [p[0] for p in self._pairs])
+        self.is_fake = read_fake_marker(self.root) is not None
 
     def __len__(self) -> int:
         return len(self._pairs)
@@ -220,7 +318,21 @@ class SegmentationDataset(Sequence):
                 "uint8 ids (0-255): re-run the dataset's converter"
             )
         label = label.astype(np.uint8, copy=False)
-        return reduce_zero_label(label) if self.manifest.reduce_zero_label else label
+        label = reduce_zero_label(label) if self.manifest.reduce_zero_label else label
+        k, ignore = self.manifest.num_classes, self.manifest.ignore_index
+        over = label >= k
+        if over.any():
+            values = np.unique(label[over])
+            bad = values[values != ignore]
+            if bad.size:
+                shown = ", ".join(str(int(v)) for v in bad[:8])
+                raise DatasetError(
+                    f"{path}: label values {shown} are outside the {k} classes (0..{k - 1}) and ignore "
+                    f"{ignore} after decoding (reduce_zero_label={self.manifest.reduce_zero_label}); the file "
+                    f"is corrupted or from another dataset: check it with `alignclip data verify "
+                    f"{self.manifest.name} --root {self.root}` and re-run prepare with --force"
+                )
+        return label
 
 
 #: Short alias used in signatures and docs.
@@ -244,3 +356,53 @@ def open_dataset(name: str, root: Path | str, split: str | None = None) -> Segme
         DatasetError: an image without label, or unreadable/mismatched files when read.
     """
     return SegmentationDataset(load_manifest(name), root, split)
+
+
+def check_complete(data: SegmentationDataset, limit: int | None, allow_partial: bool) -> str | None:
+    """Compares the images found with the manifest's ``num_eval_images`` before an evaluation.
+
+    No check (None) when the count is unknown (null in the manifest), when another split than the
+    manifest's is evaluated, or on generated data of any size: fake data
+    (:attr:`SegmentationDataset.is_fake`) and the ``synthetic`` converter's dataset. Fewer images than expected is an error unless the run asks for a subset:
+    ``limit`` (at most the images found) or ``allow_partial`` turn it into a warning. More images
+    than expected is a warning (another split or dataset mixed in?).
+
+    Args:
+        data: the opened split.
+        limit: the evaluation's ``--limit`` (first N images), or None for all.
+        allow_partial: the evaluation's ``--allow-partial``: evaluate an incomplete split anyway.
+
+    Returns:
+        A one-line warning for the caller to print, or None when the count is as expected.
+
+    Raises:
+        InputError: ``limit`` below 1.
+        DatasetError: fewer images than expected, no ``limit`` within them and no ``allow_partial``.
+    """
+    if limit is not None and int(limit) < 1:
+        raise InputError(f"--limit must be at least 1 (images to evaluate), got {limit}")
+    manifest = data.manifest
+    expected, found = manifest.num_eval_images, len(data)
+    generated = data.is_fake or manifest.conversion.converter == "synthetic"
+    if expected is None or data.split != manifest.split or generated or found == expected:
+        return None
+    where = f"{manifest.name} under {data.root}"
+    if found > expected:
+        return (
+            f"warning: found {found} images of {where} but {manifest.path.name} expects {expected}; all "
+            f"{found} are evaluated: check `alignclip data verify {manifest.name} --root {data.root}`"
+        )
+    if limit is not None and int(limit) <= found:
+        return (
+            f"warning: found {found} of {expected} images of {where}; --limit {limit} evaluates the first "
+            f"{limit} of them: not comparable with the paper's {expected}-image scores"
+        )
+    if allow_partial:
+        return (
+            f"warning: found {found} of {expected} images of {where}; --allow-partial evaluates these "
+            f"{found}: not comparable with the paper's {expected}-image scores"
+        )
+    raise DatasetError(
+        f"found {found} of {expected} images of {where}; pass --allow-partial to evaluate a subset, or fix "
+        f"the data ({_remake(manifest, data.root, force=True)} from the complete download)"
+    )

@@ -1,4 +1,4 @@
-"""Checks a converted dataset against its manifest: counts, pairing, sizes and label values."""
+"""Checks a converted dataset against its manifest: identity, counts, pairing, sizes and label values."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 
 from alignclip.data.labels import reduce_zero_label
 from alignclip.data.manifest import load_manifest
-from alignclip.data.readers import scan_pairs
+from alignclip.data.readers import check_identity, scan_pairs
 from alignclip.errors import DatasetError, DatasetNotFoundError, InputError
 from alignclip.io.images import read_image, read_label
 
@@ -30,7 +30,8 @@ def verify_dataset(
 ) -> list[str]:
     """Checks a converted dataset and returns its problems as human-readable lines.
 
-    Checks: the layout exists; every image has a label (and, for folder splits, every label an
+    Checks: the layout exists; the folder holds this dataset (not fake data of another, see
+    :func:`alignclip.data.readers.check_identity`); every image has a label (and, for folder splits, every label an
     image); the number of images equals ``expected_count`` or else the manifest's
     ``num_eval_images`` (skipped when both are None); every file is readable; each label has its
     image's size; decoded label values (after reduce_zero_label) are class ids 0..K-1 or 255.
@@ -42,7 +43,8 @@ def verify_dataset(
         expected_count: expected number of images, overriding the manifest (e.g. for subsets).
 
     Returns:
-        Problem lines; an empty list means the dataset passed every check.
+        Problem lines; an empty list means the dataset passed every check. The split's content
+        hash to record is :func:`alignclip.data.fingerprint.full_dataset_hash`.
     """
     manifest = load_manifest(name)
     split = manifest.split if split is None else split
@@ -52,6 +54,10 @@ def verify_dataset(
     except (DatasetNotFoundError, DatasetError) as err:
         return [str(err)]
     problems: list[str] = []
+    try:
+        check_identity(manifest, root, [p[0] for p in pairs])
+    except DatasetError as err:
+        problems.append(str(err))
     expected = manifest.num_eval_images if expected_count is None else int(expected_count)
     img_folder = manifest.layout.image_folder(root, split)
     if expected is not None and len(pairs) != expected:

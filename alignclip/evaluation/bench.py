@@ -53,7 +53,7 @@ from alignclip.evaluation.probes import (
 from alignclip.io.provenance import device_description, package_versions
 from alignclip.models.clip import create_clip
 from alignclip.ops.windows import window_boxes
-from alignclip.pipeline.config import SegmentorConfig, build_config
+from alignclip.pipeline.config import SegmentorConfig, build_config, parse_field_value
 from alignclip.pipeline.runtime import resolve_device
 from alignclip.pipeline.segmentor import Segmentor
 
@@ -80,20 +80,21 @@ _MB = 2.0**20
 
 # ---------------------------------------------------------------------------------------------------- inputs
 def parse_bench_preset(spec: str) -> tuple[str, dict[str, Any]]:
-    """``PRESET[+sga|+cce][:key=value,...]`` → (preset, field overrides); e.g. ``segearth-ov+cce:vfm=sam_vitb``."""
+    """``PRESET[+sga|+cce][:key=value,...]`` → (preset, field overrides); e.g. ``segearth-ov+cce:vfm=sam_vitb``.
+
+    Each value is parsed with its field's type (:func:`~alignclip.pipeline.config.parse_field_value`): unknown fields
+    and wrong types (``sga=maybe``, ``n_clusters=2.5``) raise a one-line :class:`ConfigError` naming the spec.
+    """
     preset, _, extra = spec.partition(":")
     over: dict[str, Any] = {}
     for item in filter(None, (s.strip() for s in extra.split(","))):
         key, eq, value = item.partition("=")
         if not eq:
             raise ConfigError(f"bench preset {spec!r}: {item!r} must be key=value (e.g. segearth-ov+cce:vfm=sam_vitb)")
-        low = value.strip().lower()
-        parsed: Any = {"true": True, "false": False, "none": None}.get(low, value.strip())
-        for cast in (int, float):
-            if isinstance(parsed, str):
-                with contextlib.suppress(ValueError):
-                    parsed = cast(parsed)
-        over[key.strip()] = parsed
+        try:
+            over[key.strip()] = parse_field_value(key.strip(), value)
+        except ConfigError as err:
+            raise ConfigError(f"bench preset {spec!r}: {err}") from None
     return preset.strip(), over
 
 

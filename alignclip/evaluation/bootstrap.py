@@ -14,7 +14,7 @@ so there is no Python loop over resamples (rows are drawn and processed in block
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import numpy as np
 from alignclip.errors import InputError
 from alignclip.evaluation.metrics import check_confusion_stack, iou_arrays
 
-__all__ = ["bootstrap_miou", "classify_gain", "paired_bootstrap"]
+__all__ = ["bootstrap_miou", "check_comparable", "classify_gain", "paired_bootstrap"]
 
 # Largest number of (resample, image) cells held at once in the counts matrix.
 _MAX_CELLS = 1 << 22
@@ -149,6 +149,43 @@ def _align(cms_a: np.ndarray, cms_b: np.ndarray, ids_a: Sequence[str], ids_b: Se
         )
     pos_b = {image_id: i for i, image_id in enumerate(ids_b)}
     return cms_b[[pos_b[image_id] for image_id in ids_a]]
+
+
+def check_comparable(
+    result_a: Mapping[str, Any], result_b: Mapping[str, Any], names: Sequence[str] = ("A", "B")
+) -> None:
+    """Refuse to pair two RESULT.json dictionaries of different datasets, splits or class lists.
+
+    Image ids alone do not tell datasets apart (``0``, ``1``... or tile names recur), so a paired comparison first
+    checks what the ids mean.
+
+    Args:
+        result_a: run A's RESULT.json content (``dataset``, ``split``, ``classes``).
+        result_b: run B's.
+        names: how the message calls them (e.g. the file paths).
+
+    Raises:
+        InputError: the datasets, splits or class lists differ (one line naming both).
+    """
+    name_a, name_b = names
+    for key in ("dataset", "split"):
+        if result_a.get(key) != result_b.get(key):
+            raise InputError(
+                f"{name_a} is a result on {key} {result_a.get(key)!r} but {name_b} on {result_b.get(key)!r}; "
+                "a paired comparison needs two runs on the same dataset and split"
+            )
+    classes_a, classes_b = list(result_a.get("classes") or []), list(result_b.get("classes") or [])
+    if classes_a != classes_b:
+        diff = next(
+            (i for i, (a, b) in enumerate(zip(classes_a, classes_b, strict=False)) if a != b),
+            min(len(classes_a), len(classes_b)),
+        )
+        got_a = classes_a[diff] if diff < len(classes_a) else None
+        got_b = classes_b[diff] if diff < len(classes_b) else None
+        raise InputError(
+            f"{name_a} and {name_b} have different class lists ({len(classes_a)} and {len(classes_b)} classes, "
+            f"first difference at index {diff}: {got_a!r} vs {got_b!r}); compare runs with the same classes"
+        )
 
 
 def paired_bootstrap(

@@ -72,6 +72,7 @@ def evaluate_with_crf(
     progress: bool = True,
     segmentor: Segmentor | None = None,
     save_every: int = 20,
+    allow_partial: bool = False,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Evaluate ``config`` without and with dense CRF in ONE pass over a dataset; write two RESULT.json files.
 
@@ -79,7 +80,8 @@ def evaluate_with_crf(
     both results hold the same images and :func:`alignclip.evaluation.bootstrap.paired_bootstrap` compares them. The
     plain result equals :func:`alignclip.evaluation.evaluate.evaluate`'s (same fingerprint); the CRF result's
     provenance records the CRF parameters. Like ``evaluate``, progress is saved in ``out_plain.partial/`` and
-    ``out_crf.partial/`` (a rerun continues where it stopped) and ``torchrun`` shards the images.
+    ``out_crf.partial/`` (locked, fingerprinted; a rerun continues where it stopped) and ``torchrun`` shards the
+    images.
 
     Args:
         config: the method (e.g. ``build_config("alignclip-d", dataset="potsdam")``).
@@ -94,6 +96,7 @@ def evaluate_with_crf(
         progress: show a progress bar.
         segmentor: a ready segmentor to reuse (its classes must be the dataset's).
         save_every: images between two progress saves.
+        allow_partial: accept a dataset with fewer images than its manifest lists (a warning on stderr).
 
     Returns:
         ``(plain result, CRF result)`` as written (on every process).
@@ -115,5 +118,6 @@ def evaluate_with_crf(
         progress=progress,
         segmentor=segmentor,
         desc=f"{dataset} (+CRF)",
+        allow_partial=allow_partial,
     )
     return plain, crf

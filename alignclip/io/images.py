@@ -30,9 +30,22 @@ from PIL import Image
 from alignclip.errors import AlignCLIPError, InputError
 from alignclip.io.files import atomic_write
 
-__all__ = ["read_image", "read_label", "resize_long_side", "stretch_to_uint8", "write_mask"]
+__all__ = [
+    "MASK_MAX_CLASSES",
+    "MASK_SUFFIXES",
+    "check_mask_path",
+    "check_output_path",
+    "read_image",
+    "read_label",
+    "resize_long_side",
+    "resized_size",
+    "stretch_to_uint8",
+    "write_mask",
+]
 
 PathLike = str | os.PathLike
+MASK_SUFFIXES = (".png", ".tif", ".tiff")  # lossless formats of :func:`write_mask`
+MASK_MAX_CLASSES = 256  # a mask is uint8 (PNG mode 'L', GeoTIFF uint8): class ids 0-255
 _EXPECTED = "expected PNG, JPEG, BMP or (Geo)TIFF"
 _MAGIC = (
     (b"\x89PNG\r\n\x1a\n", "PNG"),
@@ -286,6 +299,58 @@ def read_label(path: PathLike) -> np.ndarray:
     return _integer_label(np.ascontiguousarray(arr[..., 0]), path)
 
 
+def check_output_path(
+    path: PathLike, suffixes: Sequence[str] | None = None, overwrite: bool = False, name: str = "output"
+) -> Path:
+    """Checks, before any work, that a file can be written at ``path`` as asked (nothing is created).
+
+    Args:
+        path: the file to be written.
+        suffixes: the allowed suffixes (lower case, e.g. ``(".png",)``); None: any.
+        overwrite: an existing file may be replaced (``--force``).
+        name: how the message names the output (a flag such as ``--out``).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+
+    Raises:
+        InputError: wrong suffix, a folder at ``path``, an existing file without ``overwrite``, a parent folder that
+            is missing, not a folder or not writable (one line each, with the fix).
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise InputError(
+            f"{name} {path} is a folder; give a file path such as {path / ('out' + (suffixes or ('',))[0])}"
+        )
+    if suffixes is not None and path.suffix.lower() not in suffixes:
+        allowed = f"{', '.join(suffixes[:-1])} or {suffixes[-1]}" if len(suffixes) > 1 else suffixes[0]
+        raise InputError(f"{name} {path} must end in {allowed}; choose a file name with that suffix")
+    if (path.exists() or path.is_symlink()) and not overwrite:
+        raise InputError(f"{name} {path} exists; pass --force to replace it or choose another path")
+    parent = path.parent
+    if not parent.exists():
+        raise InputError(
+            f"{name} {path}: folder {parent} does not exist; create it (mkdir -p {parent}) or choose another"
+        )
+    if not parent.is_dir():
+        raise InputError(f"{name} {path}: {parent} is a file, not a folder; choose a path inside a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{name} {path}: folder {parent} is not writable; choose a folder you can write to")
+    return path
+
+
+def check_mask_path(path: PathLike, num_classes: int, overwrite: bool = False, name: str = "mask") -> Path:
+    """:func:`check_output_path` for :func:`write_mask` (``.png``, ``.tif``, ``.tiff``), and that ``num_classes``
+    fit its uint8 ids (at most :data:`MASK_MAX_CLASSES`): call it before computing the mask."""
+    path = check_output_path(path, MASK_SUFFIXES, overwrite, name)
+    if num_classes > MASK_MAX_CLASSES:
+        raise InputError(
+            f"{name} {path}: {num_classes} classes do not fit a mask (uint8 class ids 0-{MASK_MAX_CLASSES - 1}); "
+            f"use at most {MASK_MAX_CLASSES} classes (synonyms of one class go on one line, comma-separated)"
+        )
+    return path
+
+
 def write_mask(path: PathLike, mask: np.ndarray, meta: dict | None = None, overwrite: bool = False) -> None:
     """Writes a class-index mask as a single-channel uint8 PNG (mode 'L', never 'P') or GeoTIFF.
 
@@ -310,12 +375,12 @@ def write_mask(path: PathLike, mask: np.ndarray, meta: dict | None = None, overw
             f"mask for {path} must be a [H, W] integer array, got shape {mask.shape} of "
             f"{mask.dtype}; pass class indices (e.g. logits.argmax(0))"
         )
-    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > 255):
+    if mask.size and (int(mask.min()) < 0 or int(mask.max()) > MASK_MAX_CLASSES - 1):
         raise InputError(
             f"mask for {path} has values in [{mask.min()}, {mask.max()}]; a uint8 mask holds "
             "0-255: remap class ids (and the ignore index) into 0-255"
         )
-    if suffix not in (".png", ".tif", ".tiff"):
+    if suffix not in MASK_SUFFIXES:
         raise InputError(f"mask path {path} must end in .png, .tif or .tiff (lossless formats)")
     mask = mask.astype(np.uint8)
     geo = (meta or {}).get("geo")
@@ -356,6 +421,19 @@ def write_mask(path: PathLike, mask: np.ndarray, meta: dict | None = None, overw
     atomic_write(path, write, overwrite)
 
 
+def resized_size(height: int, width: int, long_side: int = 448) -> tuple[int, int]:
+    """``(H', W')`` that :func:`resize_long_side` gives an image of ``height`` x ``width`` (no pixels needed).
+
+    scale = min(long_side / max(h, w), long_side / min(h, w)); each new side is int(side * scale + 0.5).
+    """
+    if int(long_side) < 1:
+        raise InputError(f"long_side={long_side} must be a positive integer, e.g. 448")
+    if min(height, width) < 1:
+        raise InputError(f"an image of {height}x{width} pixels has no pixels to resize; give a non-empty image")
+    scale = min(long_side / max(height, width), long_side / min(height, width))
+    return int(height * scale + 0.5), int(width * scale + 0.5)
+
+
 def resize_long_side(image: np.ndarray, long_side: int = 448) -> np.ndarray:
     """Resizes keeping the aspect ratio, exactly as the SegEarth-OV baseline (mmcv Resize).
 
@@ -376,11 +454,8 @@ def resize_long_side(image: np.ndarray, long_side: int = 448) -> np.ndarray:
             f"resize_long_side expects a [H, W, 3] uint8 image, got shape "
             f"{image.shape} of {image.dtype}; read it with read_image first"
         )
-    if int(long_side) < 1:
-        raise InputError(f"long_side={long_side} must be a positive integer, e.g. 448")
     h, w = image.shape[:2]
-    scale = min(long_side / max(h, w), long_side / min(h, w))
-    new_w, new_h = int(w * scale + 0.5), int(h * scale + 0.5)
+    new_h, new_w = resized_size(h, w, long_side)
     if (new_h, new_w) == (h, w):
         return image.copy()
     return cv2.resize(image, (new_w, new_h), interpolation=cv2.INTER_LINEAR)

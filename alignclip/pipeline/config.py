@@ -9,6 +9,8 @@ Table 6) and any field overridden. A preset with a module switched on is written
 from __future__ import annotations
 
 import dataclasses
+import numbers
+import os
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -37,7 +39,10 @@ __all__ = [
     "build_config",
     "check_fields",
     "check_window_batch",
+    "field_kinds",
     "list_presets",
+    "parse_bool",
+    "parse_field_value",
     "parse_preset",
 ]
 
@@ -51,6 +56,10 @@ POS_EMBED_INTERPS = ("reference", "size")
 KMEANS_FEATURES = ("normalized", "raw")
 VFM_FEATURES = ("encoder", "neck")
 CLS_TERM_TARGETS = ("fused", "upsampled")
+
+
+#: Words a bool field takes from text (``--set sga=off``), case-insensitively; nothing else is a bool.
+BOOL_WORDS = {"true": True, "1": True, "yes": True, "on": True, "false": False, "0": False, "no": False, "off": False}
 
 
 def check_window_batch(value: object) -> None:
@@ -125,6 +134,7 @@ class SegmentorConfig:
     seed: int = 0  # K-Means initialisation
 
     def __post_init__(self) -> None:
+        _check_types(self)
         _choice("attention", self.attention, ATTENTION_MODES)
         _choice("upsampler", self.upsampler, UPSAMPLERS)
         _choice("sga_source", self.sga_source, SGA_SOURCES)
@@ -178,6 +188,88 @@ def check_fields(overrides: dict[str, Any]) -> None:
     bad = sorted(set(overrides) - names)
     if bad:
         raise ConfigError(f"unknown config field(s) {', '.join(bad)}; valid fields: {', '.join(sorted(names))}")
+
+
+def field_kinds() -> dict[str, tuple[str, ...]]:
+    """``{field: kinds}`` of :class:`SegmentorConfig` from its annotations, e.g. ``long_side: ("int", "None")``."""
+    return {f.name: tuple(k.strip() for k in str(f.type).split("|")) for f in fields(SegmentorConfig)}
+
+
+_KIND_WORDS = {"bool": "a bool (True or False)", "int": "an int", "float": "a number", "str": "a str", "None": "None"}
+
+
+def _kind_ok(kind: str, value: Any) -> bool:
+    if kind == "None":
+        return value is None
+    if kind == "bool":  # numpy bools are not numbers.Integral, Python's bool is
+        return isinstance(value, bool) or (getattr(value, "dtype", None) is not None and value.dtype.kind == "b")
+    if isinstance(value, bool):
+        return False  # True is an int to Python, not to a config
+    if kind == "int":
+        return isinstance(value, numbers.Integral)
+    if kind == "float":
+        return isinstance(value, numbers.Real)
+    return isinstance(value, str | os.PathLike)
+
+
+def _check_types(config: SegmentorConfig) -> None:
+    """One-line :class:`ConfigError` for a value of the wrong Python type (``sga="off"``, ``n_clusters=2.5``)."""
+    for name, kinds in field_kinds().items():
+        value = getattr(config, name)
+        if name == "window_batch":
+            check_window_batch(value)  # its message names the valid values ("auto" or an int >= 1)
+            continue
+        if not any(_kind_ok(k, value) for k in kinds):
+            expected = " or ".join(_KIND_WORDS.get(k, k) for k in kinds)
+            raise ConfigError(
+                f"{name}={value!r} is a {type(value).__name__}; {name} takes {expected} "
+                f"(default {getattr(SegmentorConfig, name)!r})"
+            )
+        if isinstance(value, os.PathLike):  # a pathlib.Path for a path field is kept as its str (JSON, hashes)
+            object.__setattr__(config, name, os.fspath(value))
+
+
+def parse_bool(text: str) -> bool:
+    """``true/false, 1/0, yes/no, on/off`` (any case) → bool; anything else raises a one-line ConfigError."""
+    word = text.strip().lower()
+    if word not in BOOL_WORDS:
+        raise ConfigError(f"{text!r} is not a bool; use true/false, 1/0, yes/no or on/off")
+    return BOOL_WORDS[word]
+
+
+def parse_field_value(name: str, text: str) -> Any:
+    """The text of a ``KEY=VALUE`` override parsed with the type of :class:`SegmentorConfig` field ``name``.
+
+    bool: :func:`parse_bool`; int and float: Python's syntax; ``X | None``: ``none``/``null`` give None, except for
+    fields that also take a str, where ``none`` is that str (``upsampler_ckpt=none``: random weights) and only ``null``
+    is None; ``int | str`` (``window_batch``): an int, else the text. Choices and ranges are checked by the config.
+
+    Raises:
+        ConfigError: an unknown field, or text that is not of the field's type (one line, naming the field).
+    """
+    check_fields({name: text})
+    kinds = field_kinds()[name]
+    word = text.strip()
+    low = word.lower()
+    if "None" in kinds and (low == "null" or (low == "none" and "str" not in kinds)):
+        return None
+    for kind in kinds:
+        try:
+            if kind == "bool":
+                return parse_bool(word)
+            if kind == "int":
+                return int(word)
+            if kind == "float":
+                return float(word)
+        except (ConfigError, ValueError):
+            continue
+        if kind == "str":
+            return word
+    words = {"bool": "a bool (true/false, 1/0, yes/no or on/off)", "None": "null" if "str" in kinds else "none"}
+    expected = " or ".join(words.get(k, _KIND_WORDS.get(k, k)) for k in kinds)
+    default = getattr(SegmentorConfig, name)
+    example = str(default).lower() if isinstance(default, bool) or default is None else default
+    raise ConfigError(f"{name}={text!r} is not {expected}; e.g. {name}={example}")
 
 
 #: Named presets (field overrides of the defaults), one per method of :mod:`alignclip.methods`: baselines follow the

@@ -2,6 +2,7 @@
 
 - :func:`resolve_device`, :func:`resolve_dtype`, :func:`resolve_window_batch`: turn the configuration's ``"auto"``
   values into a device, an autocast dtype and a window batch size.
+- :func:`check_image_size`: an image too thin for the windows, refused with the fix before any model runs.
 - :func:`cached_model`: loaded models reused across segmentors of one process (sweeps build hundreds of them).
 - :func:`text_embeddings`: the text embeddings ``[Q, D]`` of (queries, templates), encoded once per CLIP model object
   and freed with it.
@@ -9,18 +10,26 @@
 
 from __future__ import annotations
 
+import json
+import math
 import weakref
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from alignclip.errors import ConfigError
+from alignclip.errors import ConfigError, InputError
+from alignclip.io.images import resized_size
+from alignclip.models.clip import register_model_configs
 from alignclip.models.text import build_text_embeddings
-from alignclip.pipeline.config import check_window_batch
+from alignclip.pipeline.config import SegmentorConfig, check_window_batch
 
 __all__ = [
+    "UPSAMPLER_MIN_PATCHES",
+    "backbone_patch_size",
     "cached_model",
+    "check_image_size",
     "clear_model_cache",
     "resolve_device",
     "resolve_dtype",
@@ -36,12 +45,27 @@ _TEXTS: weakref.WeakKeyDictionary[torch.nn.Module, dict[tuple, torch.Tensor]] = 
 
 
 def resolve_device(device: str) -> torch.device:
-    """``auto`` → CUDA when available, else CPU; anything else is passed to ``torch.device``."""
+    """``auto`` → CUDA when available, else CPU; ``cpu``, ``cuda``, ``cuda:N``, ``mps`` or any other torch device
+    string is checked to exist here (one-line :class:`ConfigError` otherwise)."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise ConfigError(
+            f"device {device!r} is not a device name; use auto, cpu, cuda or cuda:N (N = 0 for the first GPU)"
+        ) from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} requested but CUDA is not available; use --device cpu or auto")
+        count = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(
+                f"device {device!r} does not exist: this machine has {count} CUDA device(s), cuda:0 to "
+                f"cuda:{count - 1}; use one of them, cuda or auto"
+            )
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ConfigError(f"device {device!r} requested but MPS is not available; use --device cpu or auto")
     return dev
 
 
@@ -59,6 +83,76 @@ def resolve_window_batch(window_batch: int | str, device: torch.device | str) ->
     if window_batch == "auto":
         return 1 if torch.device(device).type == "cpu" else 32
     return int(window_batch)
+
+
+#: Patches each side of a window needs: the upsampler reflect-pads its source by half its kernel radius, which needs
+#: sides > radius / 2 (alignclip.models.upsampler: jbu_one radius 5 → 3 patches, jbu_stack radius 3 → 2); no
+#: upsampler: 1.
+UPSAMPLER_MIN_PATCHES = {"jbu_one": 3, "jbu_stack": 2, "none": 1}
+
+
+def backbone_patch_size(backbone: str) -> int | None:
+    """Patch side in pixels of an open_clip model name or model-config JSON, read from its config (no model is built);
+    None when the config cannot be read (building the model then says why)."""
+    try:
+        if backbone.endswith(".json"):
+            cfg = json.loads(Path(backbone).read_text())
+        else:
+            register_model_configs()
+            import open_clip
+
+            cfg = open_clip.get_model_config(backbone)
+        patch = cfg["vision_cfg"]["patch_size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return int(patch if isinstance(patch, int) else max(patch))
+
+
+def check_image_size(config: SegmentorConfig, height: int, width: int, patch_size: int | None = None) -> None:
+    """Refuse an image the windows cannot process, before any model runs (one-line error with the fix).
+
+    The image is segmented at :func:`~alignclip.io.images.resized_size` (``config.long_side``); each window is
+    ``min(crop, side)`` pixels a side, padded to whole patches, and needs :data:`UPSAMPLER_MIN_PATCHES` patches a side,
+    i.e. more than ``(m - 1) * patch_size`` pixels.
+
+    Args:
+        config: the pipeline settings.
+        height, width: the input image's size (pixels).
+        patch_size: the CLIP patch side (default: read from ``config.backbone``'s config; unknown: not checked).
+
+    Raises:
+        ConfigError: ``crop`` itself is below the minimum window side.
+        InputError: the image (after the resize) is thinner than the minimum window side.
+    """
+    patch = patch_size or backbone_patch_size(config.backbone)
+    if patch is None:
+        return
+    patches = UPSAMPLER_MIN_PATCHES.get(config.upsampler, 1)
+    need = (patches - 1) * patch + 1  # pixels a window side needs
+    if config.upsampler != "none":
+        rule = f"the {config.upsampler} upsampler needs windows of at least {patches} patches a side ({need} px)"
+    else:
+        rule = "a window needs at least 1 px a side"
+    if config.crop < need:
+        raise ConfigError(f"crop={config.crop} is too small: {rule}; use crop >= {need}")
+    if config.long_side is None or min(height, width) < 1:
+        h, w = height, width
+    else:
+        h, w = resized_size(height, width, config.long_side)
+    if min(h, w) >= need:
+        return
+    where = f"image {height}x{width} (HxW)"
+    if (h, w) != (height, width):
+        where += f" is {h}x{w} after the long-side resize (long_side={config.long_side}) and"
+    fixes = [f"pad or tile the image to at least {need} px on its short side"]
+    if config.long_side is not None and min(height, width) >= need:
+        long_needed = math.ceil((need - 0.5) * max(height, width) / min(height, width))
+        while min(resized_size(height, width, long_needed)) < need:
+            long_needed += 1
+        fixes = ["keep the input size with --set long_side=none", f"use --set long_side={long_needed}"]
+    if config.upsampler != "none":
+        fixes.append("use --upsampler none")
+    raise InputError(f"{where} is too thin: {rule}; {', or '.join(fixes)}")
 
 
 def cached_model(key: tuple, build: Callable[[], Any]) -> Any:

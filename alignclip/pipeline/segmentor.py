@@ -44,6 +44,7 @@ from alignclip.ops.windows import (
 from alignclip.pipeline.config import SegmentorConfig, build_config
 from alignclip.pipeline.runtime import (
     cached_model,
+    check_image_size,
     resolve_device,
     resolve_dtype,
     resolve_window_batch,
@@ -181,6 +182,7 @@ class Segmentor:
                 f"expected an RGB uint8 array [H, W, 3], got {type(image).__name__} {shape}; read images "
                 f"with alignclip.io.images.read_image"
             )
+        check_image_size(self.config, image.shape[0], image.shape[1], self.clip.patch_size)  # too thin for windows
         if self.config.long_side is not None:
             image = resize_long_side(image, self.config.long_side)
         return image

@@ -12,7 +12,7 @@ from alignclip.data import load_manifest
 from alignclip.evaluation.crf import crf_fingerprint, evaluate_with_crf
 from alignclip.evaluation.evaluate import cached_result, run_fingerprint
 from alignclip.ops.crf import check_crf_params
-from alignclip.study.runs import Run, result_path, result_row
+from alignclip.study.runs import Run, result_path, result_row, study_data_fingerprint
 
 __all__ = ["crf_run_labels", "evaluate_crf_runs"]
 
@@ -58,7 +58,11 @@ def evaluate_crf_runs(
         out_plain = result_path(ctx, Run(f"crf/{plain_label}", preset, dataset))
         out_crf = result_path(ctx, Run(f"crf/{crf_label}", preset, dataset))
         fingerprint = run_fingerprint(cfg, dataset, None, ctx.limit, manifest.classes)
-        pair = (cached_result(out_plain, fingerprint), cached_result(out_crf, crf_fingerprint(fingerprint, params)))
+        data_fp = study_data_fingerprint(dataset, ctx.dataset_root(dataset), ctx.limit)  # same data, or rerun
+        pair = (
+            cached_result(out_plain, fingerprint, data_fp),
+            cached_result(out_crf, crf_fingerprint(fingerprint, params), data_fp),
+        )
         if None in pair:
             pair = evaluate_with_crf(
                 cfg,

@@ -16,13 +16,22 @@ from typing import Any
 import pandas as pd
 from tqdm import tqdm  # text bars on stderr (tqdm.auto warns in notebooks without ipywidgets)
 
-from alignclip.data import load_manifest
+from alignclip.data import dataset_fingerprint, load_manifest, open_dataset
 from alignclip.evaluation.bootstrap import bootstrap_miou
 from alignclip.evaluation.confusion import ConfusionAccumulator
 from alignclip.evaluation.evaluate import cached_result, evaluate, run_fingerprint
 from alignclip.study.context import StudyContext
 
-__all__ = ["Run", "evaluate_runs", "grid_runs", "result_path", "result_row", "switch_pairs", "switch_runs"]
+__all__ = [
+    "Run",
+    "evaluate_runs",
+    "grid_runs",
+    "result_path",
+    "result_row",
+    "study_data_fingerprint",
+    "switch_pairs",
+    "switch_runs",
+]
 
 
 @dataclass(frozen=True)
@@ -57,13 +66,20 @@ def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None 
         manifest = load_manifest(run.dataset)
         out = result_path(ctx, run)
         fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
-        result = cached_result(out, fingerprint)
+        root = ctx.dataset_root(run.dataset)
+        result = cached_result(out, fingerprint, study_data_fingerprint(run.dataset, root, ctx.limit))
         if result is None:
-            result = evaluate(
-                cfg, run.dataset, ctx.dataset_root(run.dataset), out, limit=ctx.limit, force=True, progress=False
-            )
+            result = evaluate(cfg, run.dataset, root, out, limit=ctx.limit, force=True, progress=False)
         rows.append(result_row(run.label, run.preset, result, out, ctx.n_boot))
     return pd.DataFrame(rows)
+
+
+def study_data_fingerprint(dataset: str, root: Path, limit: int | None) -> str:
+    """The data fingerprint an evaluation of ``dataset`` under ``root`` records (its first ``limit`` images): a
+    cached RESULT.json is reused only for the same data (size, mtime and a partial hash of every file)."""
+    data = open_dataset(dataset, root)
+    n = len(data) if limit is None else min(limit, len(data))
+    return dataset_fingerprint(data, list(range(n)))
 
 
 def result_row(label: str, preset: str, result: dict[str, Any], out: Path, n_boot: int) -> dict[str, Any]:
