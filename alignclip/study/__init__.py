@@ -18,6 +18,13 @@ paper (:func:`paper_comparison`, :func:`main_table`, :func:`paired_deltas`, ...)
 - :mod:`~alignclip.study.display`: tables formatted for reading (:func:`for_reading`).
 """
 
+import warnings
+
+# huggingface_hub (through timm) imports tqdm.auto, which warns in Jupyter without ipywidgets, printing the path of
+# the Python installation into every notebook; the study's own bars are plain text (tqdm.std).
+warnings.filterwarnings("ignore", message="IProgress not found")
+
+
 from alignclip.evaluation.features import collect_domain_features
 from alignclip.paper.audit import average_checks, run_audit, write_audit
 from alignclip.paper.names import TABLE3_ROWS, TABLE4_DATASETS
