@@ -17,12 +17,10 @@ import pandas as pd
 
 from alignclip.errors import ConfigError, InputError
 from alignclip.kinds import KINDS, PIPELINE_CHECK
+from alignclip.paper.names import PACKAGE_DATASET
 
 __all__ = [
     "AVG_ARROWS",
-    "PACKAGE_DATASET",
-    "NATURAL_COLUMNS",
-    "RS_COLUMNS",
     "TABLE2_DELTA_ROWS",
     "TABLE4_COLUMNS",
     "TABLE4_SENSITIVITY",
@@ -34,28 +32,7 @@ __all__ = [
 
 TABLES_DIR = Path(__file__).resolve().parent / "csv"
 
-RS_COLUMNS = ["OpenEarthMap", "LoveDA", "iSAID", "Potsdam", "Vaihingen", "UAVid", "UDD5", "VDD"]
-"""The eight remote-sensing benchmarks, in the paper's column order (Tables 2-3, 7-10, 13)."""
-
-NATURAL_COLUMNS = ["Cityscapes", "ADE20k", "COCO-Stuff", "Context59", "VOC20"]
-"""The five natural-image benchmarks of Table 12, as the paper names its columns."""
-
-PACKAGE_DATASET = {
-    "OpenEarthMap": "openearthmap",
-    "LoveDA": "loveda",
-    "iSAID": "isaid",
-    "Potsdam": "potsdam",
-    "Vaihingen": "vaihingen",
-    "UAVid": "uavid",
-    "UDD5": "udd5",
-    "VDD": "vdd",
-    "Cityscapes": "cityscapes",
-    "ADE20k": "ade20k",
-    "COCO-Stuff": "coco_stuff171",
-    "Context59": "pascal_context59",
-    "VOC20": "pascal_voc20",
-}
-"""Paper column name -> this project's dataset name."""
+# The dataset name maps (RS_COLUMNS, NATURAL_COLUMNS, PACKAGE_DATASET) live in alignclip.paper.names.
 
 # Numbers the paper prints outside the CSV tables, transcribed for the audit (alignclip.paper.audit).
 # Table 2, the rows printed under each AlignCLIP row (paper Sec. 4.1, Table 2 markdown):
