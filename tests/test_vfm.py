@@ -64,7 +64,18 @@ def _block_from_attention(vfm: VFM, x_in: Tensor, attn: Tensor) -> Tensor:
 
 
 def test_list_vfms() -> None:
-    assert list_vfms() == ["dino_vitb16", "dino_vitb8", "sam_vitb", "tiny", "tiny_sam"]
+    assert list_vfms() == [
+        "dino_vitb16",
+        "dino_vitb8",
+        "dino_vits16",
+        "dino_vits8",
+        "dinov2_vitb14_reg",
+        "dinov2_vitl14_reg",
+        "dinov2_vits14_reg",
+        "sam_vitb",
+        "tiny",
+        "tiny_sam",
+    ]
 
 
 @pytest.mark.parametrize("name", TINY)
@@ -231,7 +242,7 @@ def test_tiny_default_is_random() -> None:
 
 
 def test_bad_names_raise() -> None:
-    with pytest.raises(ConfigError, match="dino_vitb16, dino_vitb8, sam_vitb, tiny, tiny_sam"):
+    with pytest.raises(ConfigError, match="unknown VFM .dinov9.; use one of dino_vitb16, dino_vitb8"):
         create_vfm("dinov9")
     with pytest.raises(ConfigError, match="device"):
         create_vfm("tiny", device="not-a-device")

@@ -7,9 +7,9 @@ it. A new method is a new module here whose ``METHOD`` is added to :data:`METHOD
 
 from alignclip.methods import clearclip, clip, maskclip, naclip, sclip, segearth_ov
 from alignclip.methods.alignclip import ALIGNCLIP_D, ALIGNCLIP_S
-from alignclip.methods.base import BASELINE_PROTOCOL, Method
+from alignclip.methods.base import BASELINE_PROTOCOL, Encoder, EncoderContext, Method
 
-__all__ = ["BASELINE_PROTOCOL", "METHODS", "Method", "get_method"]
+__all__ = ["BASELINE_PROTOCOL", "ENCODERS", "METHODS", "Encoder", "EncoderContext", "Method", "get_method"]
 
 METHODS: dict[str, Method] = {
     m.name: m
@@ -23,6 +23,12 @@ METHODS: dict[str, Method] = {
         ALIGNCLIP_D,
         ALIGNCLIP_S,
     )
+}
+
+#: ``{encoder name: Encoder}`` of the methods with their own dense-feature step; ``"clip"`` (None) is CLIP's
+#: dense features with the configured attention mode.
+ENCODERS: dict[str, Encoder | None] = {"clip": None} | {
+    m.settings["encoder"]: m.encoder for m in METHODS.values() if m.encoder is not None
 }
 
 

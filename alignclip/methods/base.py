@@ -3,23 +3,70 @@
 A :class:`Method` names a row of the paper's tables and the :class:`~alignclip.pipeline.config.SegmentorConfig`
 fields that make the shared pipeline (sliding windows, CLIP, text embeddings, upsampler, post-processing) run it.
 Every method can take AlignCLIP's modules as switches (``PRESET+sga``, ``PRESET+cce``). A method whose features
-need code of its own keeps that code in its module here and selects it through its settings, the way the attention
-modes of :mod:`alignclip.ops.attention` are selected by ``attention``.
+need code of its own keeps that code in its module here as an :class:`Encoder`, selected by the configuration field
+``encoder`` (its preset sets it); simpler ones select an attention mode of :mod:`alignclip.ops.attention`.
+
+An encoder replaces CLIP's dense-feature step of each window (``Segmentor._encode``): it gets the CLIP-normalised
+padded windows and an :class:`EncoderContext` (CLIP, the method's own VFM, the configuration, the text embeddings)
+and returns patch features ``[B, D, h, w]`` (on CLIP's patch grid) and CLS features ``[B, D]``. Everything after
+it is the shared pipeline: SGA (from these patch features), cosine logits, the upsampler, CCE, the CLS term and
+the sliding-window average. A method that also changes the text per window (CASS) gives ``adjust_text``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["BASELINE_PROTOCOL", "Method"]
+import torch
+
+from alignclip.models.clip import ClipBundle
+
+__all__ = ["BASELINE_PROTOCOL", "Encoder", "EncoderContext", "Method"]
 
 #: Settings under which the SegEarth-OV paper (and so Table 2) runs the training-free CLIP baselines: the same
 #: windows and OpenAI templates, no upsampler, no CLS term, no AlignCLIP module.
 BASELINE_PROTOCOL: Mapping[str, Any] = dict(
     sga=False, cce=False, templates="openai", upsampler="none", cls_token_lambda=0.0
 )
+
+
+@dataclass
+class EncoderContext:
+    """What an :class:`Encoder` may read besides the windows.
+
+    Attributes:
+        clip: the CLIP backbone (``clip.model.visual`` is open_clip's ``VisionTransformer``).
+        vfm: the method's own vision foundation model (:class:`alignclip.models.vfm.VFM`, built from the
+            configuration's ``encoder_vfm``), or None when the method has none. CCE's VFM is separate.
+        config: the :class:`~alignclip.pipeline.config.SegmentorConfig` (its method fields included).
+        text: ``[Q, D]`` L2-normalised, template-averaged text embeddings of the queries (before SGA).
+    """
+
+    clip: ClipBundle
+    vfm: Any
+    config: Any
+    text: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Encoder:
+    """A method's own dense-feature step (see the module docstring).
+
+    Attributes:
+        encode: ``(ctx, windows [B, 3, H, W]) -> (patch [B, D, H/p, W/p], cls [B, D])``; H and W are multiples of
+            CLIP's patch size p. No host reads (``.item()``, ``.cpu()``, Python numbers from tensors) inside.
+        adjust_text: optional ``(ctx, patch [B, D, h, w], text [B, Q, D]) -> [B, Q, D]``, applied to the text
+            embeddings per window after SGA (None: the text is left as it is).
+        check: optional ``(config) -> None`` raising a one-line ConfigError for a bad value of the method's fields.
+        uses_vfm: whether the method needs ``encoder_vfm`` (a preset's default names one).
+    """
+
+    encode: Callable[[EncoderContext, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+    adjust_text: Callable[[EncoderContext, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    check: Callable[[Any], None] | None = None
+    uses_vfm: bool = False
 
 
 @dataclass(frozen=True)
@@ -32,6 +79,8 @@ class Method:
         reference: where it comes from (authors, venue).
         settings: the configuration fields that define it (overrides of the defaults).
         summary: one line on what it changes.
+        encoder: the method's own dense-feature step, registered under ``settings["encoder"]`` (None: CLIP's
+            dense features with the configured attention mode).
     """
 
     name: str
@@ -39,3 +88,4 @@ class Method:
     reference: str
     settings: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
+    encoder: Encoder | None = None

@@ -39,6 +39,7 @@ __all__ = [
     "file_sha256",
     "register_model_configs",
     "resample_pos_embed",
+    "state_digest",
 ]
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,16 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     with open(path, "rb") as f:
         while block := f.read(chunk):
             h.update(block)
+    return h.hexdigest()
+
+
+def state_digest(state: dict[str, torch.Tensor]) -> str:
+    """Hex sha256 over the sorted keys and float32 bytes of a state dict's tensors (independent of the file format);
+    the parity data record the shared tiny weights by it."""
+    h = hashlib.sha256()
+    for key in sorted(state):
+        h.update(key.encode())
+        h.update(state[key].detach().cpu().float().contiguous().numpy().tobytes())
     return h.hexdigest()
 
 

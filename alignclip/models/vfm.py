@@ -12,9 +12,14 @@ Names (``list_vfms()``):
   1024x1024 (64x64 patches). Windowed attention (14x14 patches, zero-padded when the grid is not a
   multiple of 14) in most blocks; the last block is global and adds SAM's decomposed relative
   position bias to its attention logits (included in A).
+- ``dino_vits8``, ``dino_vits16``: DINO ViT-S; ``dinov2_vit{s,b,l}14_reg``: DINOv2 with 4 registers (timm
+  ``vit_*_patch14_reg4_dinov2.lvd142m``).
+- any timm ViT or SAM model name, and JSON architecture files (:func:`~alignclip.models.vfm_builders.resolve_vfm`).
 - ``tiny`` / ``tiny_sam``: tiny random models with the same layouts for tests (embed 64, depth 2,
-  4 heads, patch 16; ``tiny_sam`` has native size 224 and window 7). They have no published
-  weights: ``pretrained="default"`` gives random weights, drawn from ``seed``.
+  4 heads, patch 16; ``tiny_sam`` has native size 224 and window 7); ``tiny_dino_b8`` / ``tiny_dino_b16``
+  (architecture files: embed 128, depth 12, 2 heads of 64, DINO's position-embedding interpolation) stand in for
+  DINO ViT-B/8 and B/16 in the parity tests. They have no published weights: ``pretrained="default"`` gives
+  random weights, drawn from ``seed``.
 
 Every model accepts any input whose sides are multiples of its patch size. At a size other than its
 native one, SAM's absolute position embedding is resampled (bicubic) and its relative position
@@ -30,20 +35,51 @@ this module holds the :class:`VFM` wrapper and :func:`create_vfm`.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import timm
 import torch
 import torch.nn.functional as F
 from timm.layers import Attention as TimmAttention
-from timm.models.vision_transformer_sam import get_decomposed_rel_pos_bias
+from timm.models.vision_transformer import VisionTransformer
+from timm.models.vision_transformer_sam import VisionTransformerSAM, get_decomposed_rel_pos_bias
 from torch import Tensor, nn
 
 from alignclip.errors import CheckpointError, ConfigError, InputError, WeightsNotFoundError
-from alignclip.models.vfm_builders import VFM_SPECS, build_timm_model, build_tiny_model, list_vfms
+from alignclip.models.vfm_builders import build_timm_model, build_tiny_model, resolve_vfm
 
-__all__ = ["VFM", "create_vfm"]
+__all__ = ["POS_EMBED_MODES", "VFM", "create_vfm", "dino_pos_embed"]
+
+POS_EMBED_MODES = ("timm", "dino")
+
+
+def dino_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1) -> Tensor:
+    """DINO's own resampling of a ``[1, prefix + n*n, D]`` position embedding to a ``grid = (h, w)`` patch grid.
+
+    As ``interpolate_pos_encoding`` of DINO's code: unchanged when the grid is the trained square one; else bicubic
+    (no antialiasing) with ``scale_factor = ((w + 0.1) / n, (h + 0.1) / n)`` applied to the (rows, columns) axes
+    (DINO's order: the same as (h, w) for square grids), so the samples differ from timm's exact-size resampling.
+    """
+    n_old = pos_embed.shape[1] - num_prefix
+    side = int(math.isqrt(n_old))
+    h, w = grid
+    if h * w == n_old and h == w:
+        return pos_embed
+    prefix, patch = pos_embed[:, :num_prefix], pos_embed[:, num_prefix:]
+    dim = patch.shape[-1]
+    patch = F.interpolate(
+        patch.reshape(1, side, side, dim).permute(0, 3, 1, 2).float(),
+        scale_factor=((w + 0.1) / side, (h + 0.1) / side),
+        mode="bicubic",
+    )
+    if tuple(patch.shape[-2:]) != (h, w):
+        raise ConfigError(f"DINO position embedding resampled to {tuple(patch.shape[-2:])}, expected {(h, w)}")
+    patch = patch.permute(0, 2, 3, 1).reshape(1, h * w, dim).to(pos_embed.dtype)
+    return torch.cat([prefix, patch], dim=1)
+
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -78,6 +114,7 @@ class VFM(nn.Module):
         native_size: int | None,
         mean: Sequence[float] = IMAGENET_MEAN,
         std: Sequence[float] = IMAGENET_STD,
+        pos_embed: str = "timm",
     ) -> None:
         super().__init__()
         last = model.blocks[-1]
@@ -95,6 +132,9 @@ class VFM(nn.Module):
         self.name = name
         self.family = family
         self.native_size = native_size
+        if pos_embed not in POS_EMBED_MODES or (pos_embed == "dino" and family != "vit"):
+            raise ConfigError(f"VFM '{name}': pos_embed={pos_embed!r} is not valid; use timm (or dino for a ViT)")
+        self.pos_embed = pos_embed  # resampling of the position embedding at other grids: "timm" or "dino"
         self.patch_size = int(model.patch_embed.patch_size[0])
         self.embed_dim = int(model.embed_dim)
         self.num_heads = int(last.attn.num_heads)
@@ -195,7 +235,8 @@ class VFM(nn.Module):
             last.register_forward_hook(lambda m, i, o: captured.__setitem__("block_out", o)),
         ]
         try:
-            tokens = self.model.forward_features(images)
+            with self.position_embedding():
+                tokens = self.model.forward_features(images)
         finally:
             for hook in hooks:
                 hook.remove()
@@ -208,6 +249,31 @@ class VFM(nn.Module):
             feats = captured["block_out"].reshape(batch, grid[0], grid[1], self.embed_dim)
         normed = captured["normed"].reshape(batch, -1, self.embed_dim)
         return feats, normed
+
+    @contextmanager
+    def position_embedding(self):
+        """Within the block, the model adds position embeddings resampled as :attr:`pos_embed` says (``"dino"``:
+        :func:`dino_pos_embed`; ``"timm"``: the model's own forward). For code that runs ``self.model`` itself."""
+        if self.pos_embed != "dino":
+            yield
+            return
+        model = self.model
+
+        def pos_embed(x: Tensor) -> Tensor:  # x: [B, h, w, D] patch tokens (dynamic_img_size layout)
+            b, h, w, d = x.shape
+            x = x.reshape(b, h * w, d)
+            prefix = [t.expand(b, -1, -1) for t in (model.cls_token, model.reg_token) if t is not None]
+            x = torch.cat([*prefix, x], dim=1)
+            x = x + dino_pos_embed(model.pos_embed, (h, w), model.num_prefix_tokens)
+            return model.pos_drop(x)
+
+        if getattr(model, "no_embed_class", False) or getattr(model, "reg_token", None) is not None:
+            raise ConfigError(f"VFM '{self.name}': pos_embed='dino' needs a DINO-style ViT (CLS token, no registers)")
+        model._pos_embed = pos_embed  # instance attribute shadows timm's method
+        try:
+            yield
+        finally:
+            del model._pos_embed
 
     def _qkv(self, normed: Tensor) -> Tensor:
         """The last block's q, k, v projections of its normalised input: [B, T, 3, heads, head_dim]."""
@@ -289,7 +355,8 @@ def create_vfm(
 
     Args:
         name: One of :func:`list_vfms` (``dino_vitb16``, ``dino_vitb8``, ``sam_vitb``, ``tiny``,
-            ``tiny_sam``).
+            ``tiny_sam``, ...), a timm ViT/SAM model name, or a JSON architecture file (a path or the stem of one
+            of the package's files: ``tiny_dino_b8``, ``tiny_dino_b16``).
         pretrained: ``"default"``: the timm tag's weights from the Hugging Face cache (random
             for ``tiny``/``tiny_sam``, which have none); ``"none"``: random weights; otherwise
             a local ``.pth``/``.safetensors`` path (loaded strictly through timm, with timm's key
@@ -306,9 +373,7 @@ def create_vfm(
         WeightsNotFoundError: Default weights not cached while offline, or a missing file.
         CheckpointError: The file exists but does not load into the architecture.
     """
-    if name not in VFM_SPECS:
-        raise ConfigError(f"unknown VFM '{name}'; valid names: {', '.join(list_vfms())}")
-    spec = VFM_SPECS[name]
+    spec = resolve_vfm(name)
     try:
         target = torch.device(device)
     except (RuntimeError, TypeError, ValueError) as err:
@@ -327,7 +392,7 @@ def create_vfm(
         if spec.timm_tag is not None:
             model = build_timm_model(name, spec, pretrained)
         else:
-            model = build_tiny_model(spec.family)
+            model = build_tiny_model(spec.family, spec.args)
             if pretrained not in ("default", "none"):
                 try:
                     timm.models.load_checkpoint(model, pretrained, strict=True)
@@ -338,12 +403,27 @@ def create_vfm(
                         f"dict saved from create_vfm('{name}').model"
                     ) from err
     cfg = getattr(model, "pretrained_cfg", None) or {}
+    family = spec.family
+    if family == "timm":  # any timm model: the family is the model class's
+        if isinstance(model, VisionTransformerSAM):
+            family = "sam"
+        elif isinstance(model, VisionTransformer):
+            family = "vit"
+        else:
+            raise ConfigError(
+                f"timm model '{name}' is a {type(model).__name__}, not a ViT or SAM image encoder; use a timm "
+                f"VisionTransformer (vit_*) or VisionTransformerSAM (samvit_*) model"
+            )
+    native = spec.native_size
+    if native is None and family == "sam":
+        native = int(model.patch_embed.img_size[0])
     vfm = VFM(
         model,
         name=name,
-        family=spec.family,
-        native_size=spec.native_size,
-        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
-        std=tuple(cfg.get("std", IMAGENET_STD)),
+        family=family,
+        native_size=native,
+        mean=tuple(spec.mean or cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(spec.std or cfg.get("std", IMAGENET_STD)),
+        pos_embed=spec.pos_embed,
     )
     return vfm.to(target)

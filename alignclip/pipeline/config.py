@@ -16,7 +16,7 @@ from typing import Any
 
 from alignclip.data import load_manifest
 from alignclip.errors import ConfigError
-from alignclip.methods import METHODS
+from alignclip.methods import ENCODERS, METHODS
 from alignclip.ops.attention import ATTENTION_MODES
 from alignclip.ops.cce import AFFINITIES
 from alignclip.ops.kmeans import KMEANS_INITS
@@ -40,6 +40,7 @@ __all__ = [
     "check_fields",
     "check_window_batch",
     "field_kinds",
+    "tiny_stand_in",
     "list_presets",
     "parse_bool",
     "parse_field_value",
@@ -128,6 +129,16 @@ class SegmentorConfig:
     logit_scale: float = 50.0
     prob_thd: float = 0.0  # below this max probability a pixel becomes bg_idx
     bg_idx: int = 0
+    # --- a method's own dense-feature step (alignclip.methods.base.Encoder); "clip": dense_features + attention
+    encoder: str = "clip"
+    encoder_vfm: str = "none"  # the method's own VFM (ProxyCLIP, CASS): a VFM name, timm name or JSON file
+    encoder_vfm_pretrained: str = "default"  # as vfm_pretrained
+    # --- method fields, one block per method, each field prefixed with the method's name
+    # --- GEM (alignclip.methods.gem)
+    # --- SC-CLIP (alignclip.methods.sc_clip)
+    # --- ResCLIP (alignclip.methods.resclip)
+    # --- ProxyCLIP (alignclip.methods.proxyclip)
+    # --- CASS (alignclip.methods.cass)
     # --- runtime
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
@@ -148,6 +159,12 @@ class SegmentorConfig:
         _choice("grid_align", self.grid_align, GRID_ALIGNS)
         _choice("vfm_resolution", self.vfm_resolution, VFM_RESOLUTIONS)
         _choice("precision", self.precision, PRECISIONS)
+        _choice("encoder", self.encoder, tuple(ENCODERS))
+        for encoder in ENCODERS.values():  # each method checks its own fields
+            if encoder is not None and encoder.check is not None:
+                encoder.check(self)
+        if self.encoder != "clip" and ENCODERS[self.encoder].uses_vfm and self.encoder_vfm == "none":
+            raise ConfigError(f"encoder {self.encoder!r} needs a VFM: set encoder_vfm (e.g. dino_vitb8)")
         for name in ("alpha", "beta"):
             v = getattr(self, name)
             if not 0.0 <= v <= 1.0:
@@ -298,6 +315,17 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
 )
 
 
+def tiny_stand_in(vfm: str) -> str:
+    """The tiny random VFM standing in for ``vfm`` in the smoke profile: the same family and patch size where one
+    exists (``tiny_sam``; ``tiny_dino_b8`` for patch 8, else ``tiny_dino_b16``)."""
+    name = vfm.lower()
+    if name.startswith("tiny"):
+        return vfm
+    if "sam" in name:
+        return "tiny_sam"
+    return "tiny_dino_b8" if ("patch8" in name or name.endswith("8")) else "tiny_dino_b16"
+
+
 def list_presets() -> list[str]:
     return list(PRESETS)
 
@@ -339,5 +367,8 @@ def build_config(
     if smoke:
         sam = str(fields_.get("vfm", SegmentorConfig.vfm)).startswith("sam")
         fields_.update(SMOKE_OVERRIDES, vfm="tiny_sam" if sam else "tiny")  # tiny stand-in of the same family
+        encoder_vfm = str(fields_.get("encoder_vfm", SegmentorConfig.encoder_vfm))
+        if encoder_vfm != "none":
+            fields_.update(encoder_vfm=tiny_stand_in(encoder_vfm), encoder_vfm_pretrained="none")
     fields_.update(overrides)
     return SegmentorConfig(**fields_)

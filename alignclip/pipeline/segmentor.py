@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from alignclip.data import load_manifest
 from alignclip.errors import ConfigError, InputError
 from alignclip.io.images import resize_long_side
+from alignclip.methods import ENCODERS, EncoderContext
 from alignclip.models.clip import ClipBundle, create_clip, dense_features
 from alignclip.models.templates import get_templates
 from alignclip.models.text import ClassQueries, parse_classes
@@ -112,6 +113,18 @@ class Segmentor:
             if config.cce
             else None
         )
+        self.encoder = ENCODERS[config.encoder]  # None: CLIP's dense features with config.attention
+        self.encoder_vfm = (
+            cached_model(
+                ("vfm", config.encoder_vfm, config.encoder_vfm_pretrained, str(self.device)),
+                lambda: create_vfm(config.encoder_vfm, config.encoder_vfm_pretrained, self.device),
+            )
+            if config.encoder_vfm != "none" and self.encoder is not None and self.encoder.uses_vfm
+            else None
+        )
+        self.encoder_context = EncoderContext(
+            clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds
+        )
         mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
         std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
         self._mean, self._std = mean, std
@@ -123,7 +136,10 @@ class Segmentor:
         c = self.config
         random_up = c.upsampler != "none" and c.upsampler_ckpt in (None, "none")
         random_vfm = c.cce and (c.vfm_pretrained == "none" or c.vfm.startswith("tiny"))
-        return self.clip.is_random or random_up or random_vfm
+        random_encoder_vfm = self.encoder_vfm is not None and (
+            c.encoder_vfm_pretrained == "none" or c.encoder_vfm.startswith("tiny")
+        )
+        return self.clip.is_random or random_up or random_vfm or random_encoder_vfm
 
     def weights_identity(self) -> dict[str, str]:
         """What weights every model uses (for provenance)."""
@@ -138,7 +154,11 @@ class Segmentor:
             if not c.cce
             else ("random" if c.vfm_pretrained == "none" or c.vfm.startswith("tiny") else f"{c.vfm}:{c.vfm_pretrained}")
         )
-        return {"clip": self.clip.weights_id, "clip_activation": self.clip.activation, "upsampler": up, "vfm": vfm}
+        identity = {"clip": self.clip.weights_id, "clip_activation": self.clip.activation, "upsampler": up, "vfm": vfm}
+        if self.encoder_vfm is not None:
+            random_enc = c.encoder_vfm_pretrained == "none" or c.encoder_vfm.startswith("tiny")
+            identity["encoder_vfm"] = "random" if random_enc else f"{c.encoder_vfm}:{c.encoder_vfm_pretrained}"
+        return identity
 
     @contextlib.contextmanager
     def instrumented(self, wrap: Callable[[str, Callable], Callable]) -> Iterator[None]:
@@ -199,9 +219,12 @@ class Segmentor:
         left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
         x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
         with self._autocast():
-            patch, cls = dense_features(
-                self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std, c.pos_embed_interp
-            )
+            if self.encoder is None:
+                patch, cls = dense_features(
+                    self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std, c.pos_embed_interp
+                )
+            else:
+                patch, cls = self.encoder.encode(self.encoder_context, x)
         return x, patch.float(), cls.float()
 
     def _upsample(
@@ -282,6 +305,8 @@ class Segmentor:
         x, patch, cls = self._encode(crops)
         up = self._upsample(patch, x, factored=True)
         t = self._aligned_text(patch, up) if text is None else text.expand(patch.shape[0], -1, -1)
+        if self.encoder is not None and self.encoder.adjust_text is not None:
+            t = self.encoder.adjust_text(self.encoder_context, patch, t)  # after SGA (CASS's text adjustment)
         s_patch = patch_logits(patch, t)  # S' (Eq. 8)
         if up is not None:
             logits = cosine_logits(up, t)  # S_up (Eq. 13)
