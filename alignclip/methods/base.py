@@ -23,13 +23,16 @@ import torch
 
 from alignclip.models.clip import ClipBundle
 
-__all__ = ["BASELINE_PROTOCOL", "Encoder", "EncoderContext", "Method"]
+__all__ = ["BASELINE_PROTOCOL", "PLUGIN_ALPHA", "Encoder", "EncoderContext", "Method"]
 
 #: Settings under which the SegEarth-OV paper (and so Table 2) runs the training-free CLIP baselines: the same
 #: windows and OpenAI templates, no upsampler, no CLS term, no AlignCLIP module.
 BASELINE_PROTOCOL: Mapping[str, Any] = dict(
     sga=False, cce=False, templates="openai", upsampler="none", cls_token_lambda=0.0
 )
+
+#: α of Eq. 7 when SGA is plugged into another method (``PRESET+sga``): the paper's A.5 uses 0.1 for every host.
+PLUGIN_ALPHA = 0.1
 
 
 @dataclass
@@ -56,7 +59,9 @@ class Encoder:
 
     Attributes:
         encode: ``(ctx, windows [B, 3, H, W]) -> (patch [B, D, H/p, W/p], cls [B, D])``; H and W are multiples of
-            CLIP's patch size p. No host reads (``.item()``, ``.cpu()``, Python numbers from tensors) inside.
+            CLIP's patch size p. No host reads (``.item()``, ``.cpu()``, Python numbers from tensors) inside. It may
+            return a third tensor ``[B, D, H/p, W/p]`` (or None): the patch features SGA takes its prototypes from
+            when they are not ``patch`` (a method with several feature paths; its choice is a switch of its own).
         adjust_text: optional ``(ctx, patch [B, D, h, w], text [B, Q, D]) -> [B, Q, D]``, applied to the text
             embeddings per window after SGA (None: the text is left as it is).
         check: optional ``(config) -> None`` raising a one-line ConfigError for a bad value of the method's fields.
@@ -81,6 +86,8 @@ class Method:
         summary: one line on what it changes.
         encoder: the method's own dense-feature step, registered under ``settings["encoder"]`` (None: CLIP's
             dense features with the configured attention mode).
+        plugin_alpha: α of ``PRESET+sga`` (the paper's plug-in study, A.5: :data:`PLUGIN_ALPHA`); None: the α of
+            AlignCLIP-D's Table 6 for the dataset (SegEarth-OV + SGA is Table 3's AlignCLIP ablation).
     """
 
     name: str
@@ -89,3 +96,4 @@ class Method:
     settings: Mapping[str, Any] = field(default_factory=dict)
     summary: str = ""
     encoder: Encoder | None = None
+    plugin_alpha: float | None = None

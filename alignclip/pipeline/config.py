@@ -351,7 +351,8 @@ def build_config(
     Args:
         preset: a name of :data:`PRESETS`, optionally with ``+sga`` / ``+cce``.
         dataset: a dataset name with a manifest (sets ``prob_thd`` and ``bg_idx``; for AlignCLIP variants also
-            α and β from Table 6, the α/β of AlignCLIP-D for a ``+sga``/``+cce`` ablation of another preset).
+            α and β from Table 6, the α/β of AlignCLIP-D for a ``+sga``/``+cce`` ablation of another preset, except
+            α of a method with a ``plugin_alpha``: SGA plugged into it takes that α, 0.1 as the paper's A.5).
         smoke: apply :data:`SMOKE_OVERRIDES` (tiny random models) before ``overrides``.
         overrides: any :class:`SegmentorConfig` field.
     """
@@ -364,6 +365,9 @@ def build_config(
         key = manifest.name.lower()
         if key in TABLE6[variant]["alpha"]:
             fields_.update(alpha=TABLE6[variant]["alpha"][key], beta=TABLE6[variant]["beta"][key])
+    plugin_alpha = METHODS[base].plugin_alpha
+    if fields_.get("sga") and base not in TABLE6 and plugin_alpha is not None:
+        fields_.update(alpha=plugin_alpha)  # SGA plugged into another method: the paper's A.5 α
     if smoke:
         sam = str(fields_.get("vfm", SegmentorConfig.vfm)).startswith("sam")
         fields_.update(SMOKE_OVERRIDES, vfm="tiny_sam" if sam else "tiny")  # tiny stand-in of the same family

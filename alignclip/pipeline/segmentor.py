@@ -125,6 +125,7 @@ class Segmentor:
         self.encoder_context = EncoderContext(
             clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds
         )
+        self._sga_features: torch.Tensor | None = None  # an encoder's own SGA source of the last batch
         mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
         std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
         self._mean, self._std = mean, std
@@ -214,17 +215,24 @@ class Segmentor:
         return lambda y1, y2, x1, x2: (pixels[:, y1:y2, x1:x2].float() - self._mean) / self._std
 
     def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``)."""
+        """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``).
+
+        The patch features SGA takes its prototypes from, when an encoder gives other ones than ``patch``, are kept
+        in ``self._sga_features`` (None: ``patch``) for the same batch."""
         c = self.config
         left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
         x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
+        self._sga_features = None
         with self._autocast():
             if self.encoder is None:
                 patch, cls = dense_features(
                     self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std, c.pos_embed_interp
                 )
             else:
-                patch, cls = self.encoder.encode(self.encoder_context, x)
+                out = self.encoder.encode(self.encoder_context, x)
+                patch, cls = out[0], out[1]
+                if len(out) > 2 and out[2] is not None:
+                    self._sga_features = out[2].float()
         return x, patch.float(), cls.float()
 
     def _upsample(
@@ -248,7 +256,7 @@ class Segmentor:
         t = self.text_embeds
         if not c.sga:
             return t.expand(patch.shape[0], -1, -1)
-        src = up if c.sga_source == "upsampled" else patch
+        src = up if c.sga_source == "upsampled" else patch if self._sga_features is None else self._sga_features
         if isinstance(src, FactoredFeatures):
             src = src.dense()
         if src is None:
@@ -337,7 +345,8 @@ class Segmentor:
         best_sim, best_feat = None, None
         for _, crops in window_batches(boxes, self.window_batch, region):
             x, patch, _ = self._encode(crops)
-            src = self._upsample(patch, x) if c.sga_source == "upsampled" else patch
+            own = patch if self._sga_features is None else self._sga_features
+            src = self._upsample(patch, x) if c.sga_source == "upsampled" else own
             raw = src.flatten(2).transpose(1, 2).reshape(-1, src.shape[1])  # [B*N, D]
             f = F.normalize(raw, dim=-1)
             sim = self.text_embeds @ f.T  # [Q, B*N]
