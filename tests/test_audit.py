@@ -127,3 +127,17 @@ def test_write_audit(tmp_path, findings):
     assert doc["kind"] == "paper-audit" and doc["n_findings"] == len(findings)
     assert doc["findings"] == written == findings
     assert [p.name for p in out.parent.iterdir()] == ["paper_audit.json"]  # no temp file left
+
+
+def test_audit_summary_counts_every_finding_and_lists_the_errors():
+    from alignclip.paper.audit import SEVERITY_MEANINGS, audit_summary
+
+    findings = run_audit()
+    counts, errors = audit_summary(findings)
+    assert list(counts["severity"]) == list(SEVERITY_MEANINGS)
+    assert counts["findings"].sum() == len(findings)
+    n_errors = sum(f["severity"] == "error" for f in findings)
+    assert int(counts.set_index("severity").loc["error", "findings"]) == n_errors == len(errors)
+    assert "delta:table2_main[AlignCLIP-D, VDD]" in set(errors["finding"])
+    empty_counts, empty_errors = audit_summary([])
+    assert empty_counts["findings"].sum() == 0 and empty_errors.empty and list(empty_errors.columns)[0] == "finding"

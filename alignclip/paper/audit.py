@@ -50,7 +50,7 @@ from alignclip.paper.tables import (
     load_table,
 )
 
-__all__ = ["average_checks", "run_audit", "write_audit"]
+__all__ = ["SEVERITY_MEANINGS", "audit_summary", "average_checks", "run_audit", "write_audit"]
 
 _SWEEPS = {"alpha": "table7_alpha_sensitivity", "beta": "table8_beta_sensitivity"}
 _K_DEFAULT = 3  # Sec. 4.1: "K-Means ... with the number of clusters K_c = 3 as default".
@@ -541,3 +541,46 @@ def write_audit(path: str | os.PathLike) -> list[dict]:
     doc = {"kind": "paper-audit", "n_findings": len(findings), "findings": findings}
     write_json(path, doc, overwrite=True)
     return findings
+
+
+#: Severity -> what a finding of that severity means (the order is the reading order).
+SEVERITY_MEANINGS: dict[str, str] = {
+    "error": "two printed numbers that cannot both be right",
+    "warning": "off by less than rounding or an unstated convention could explain, or a setting the tables cannot confirm",
+    "info": "a check that holds, or a claim the paper's numbers cannot check",
+}
+
+
+def audit_summary(findings: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The audit at a glance, for readers: counts by severity and the definite inconsistencies.
+
+    Args:
+        findings: :func:`run_audit`'s list (or the ``findings`` of ``paper_audit.json``).
+
+    Returns:
+        ``(counts, errors)``: one row per severity (``severity``, ``findings``, ``meaning``), and one row per
+        ``"error"`` finding (``finding``, ``tables``, ``printed``, ``the other cells give``, ``why``).
+    """
+    severities = [f["severity"] for f in findings]
+    counts = pd.DataFrame(
+        {
+            "severity": list(SEVERITY_MEANINGS),
+            "findings": [severities.count(s) for s in SEVERITY_MEANINGS],
+            "meaning": list(SEVERITY_MEANINGS.values()),
+        }
+    )
+    errors = pd.DataFrame(
+        [
+            {
+                "finding": f["id"],
+                "tables": ", ".join(f["tables"]) if isinstance(f["tables"], list) else str(f["tables"]),
+                "printed": f["found"],
+                "the other cells give": f["expected"],
+                "why": f["message"],
+            }
+            for f in findings
+            if f["severity"] == "error"
+        ],
+        columns=["finding", "tables", "printed", "the other cells give", "why"],
+    )
+    return counts, errors

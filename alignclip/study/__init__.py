@@ -26,7 +26,7 @@ warnings.filterwarnings("ignore", message="IProgress not found")
 
 
 from alignclip.evaluation.features import collect_domain_features
-from alignclip.paper.audit import average_checks, run_audit, write_audit
+from alignclip.paper.audit import audit_summary, average_checks, run_audit, write_audit
 from alignclip.paper.names import TABLE3_ROWS, TABLE4_DATASETS
 from alignclip.study.analysis import (
     NATURAL_DOMAIN,
@@ -182,6 +182,7 @@ __all__ = [
     "results_beside_paper",
     "rounded",
     "run_audit",
+    "audit_summary",
     "run_header",
     "run_sweep",
     "select_decisions",
