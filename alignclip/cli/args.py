@@ -58,6 +58,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--templates", help="openai, remote-sensing, or a file with one template per line")
     g.add_argument("--device", help="auto, cpu, cuda, cuda:N (default auto)")
     g.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="encode the class names again instead of reading their text embeddings from the disk cache "
+        "(~/.cache/alignclip/text, or $ALIGNCLIP_TEXT_CACHE; off there disables it)",
+    )
+    g.add_argument(
         "--set",
         action="append",
         metavar="KEY=VALUE",
@@ -70,6 +76,10 @@ def config_from_args(args: argparse.Namespace, dataset: str | None = None):
     from alignclip.pipeline.config import (
         build_config,  # imported on use: `alignclip --help` stays fast
     )
+    from alignclip.pipeline.text_cache import set_text_cache
+
+    if getattr(args, "no_cache", False):
+        set_text_cache(None)
 
     over = {}
     for flag in (

@@ -337,10 +337,33 @@ def _register_notebook(sub) -> None:
         q.set_defaults(func=cmd_notebook)
 
 
+def _progress_lines() -> None:
+    """The package's progress lines (model loading, text encoding) on stderr, one short line each."""
+    import logging
+
+    class Stderr(logging.StreamHandler):  # whatever sys.stderr is at the time of the line (tests capture it)
+        @property
+        def stream(self):
+            return sys.stderr
+
+        @stream.setter
+        def stream(self, value) -> None:
+            pass
+
+    pkg = logging.getLogger("alignclip")
+    if not pkg.handlers:
+        handler = Stderr()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        pkg.addHandler(handler)
+        pkg.setLevel(logging.INFO)
+        pkg.propagate = False  # once, whatever the root logger does
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run a command: ``error: ...`` on one line and exit status 2 for an :class:`AlignCLIPError`, 130 for Ctrl-C."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    _progress_lines()
     try:
         return args.func(args)
     except AlignCLIPError as exc:

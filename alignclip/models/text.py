@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from alignclip.errors import InputError
 
@@ -77,7 +78,10 @@ def build_text_embeddings(
     """
     prompts = [t.format(q) for q in queries for t in templates]
     feats = []
-    for i in range(0, len(prompts), batch_size):
+    starts = range(0, len(prompts), batch_size)
+    if len(starts) > 1:  # a bar on a terminal only (tqdm's disable=None): never stored in notebooks or logs
+        starts = tqdm(starts, desc="text prompts", unit="batch", leave=False, disable=None)
+    for i in starts:
         tokens = tokenizer(prompts[i : i + batch_size]).to(device)
         feats.append(F.normalize(encode_text(model, tokens).float(), dim=-1))
     emb = torch.cat(feats).view(len(queries), len(templates), -1).mean(dim=1)

@@ -5,12 +5,13 @@
 - :func:`check_image_size`: an image too thin for the windows, refused with the fix before any model runs.
 - :func:`cached_model`: loaded models reused across segmentors of one process (sweeps build hundreds of them).
 - :func:`text_embeddings`: the text embeddings ``[Q, D]`` of (queries, templates), encoded once per CLIP model object
-  and freed with it.
+  and freed with it, and kept on disk across runs (:mod:`alignclip.pipeline.text_cache`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import weakref
 from collections.abc import Callable, Sequence
@@ -21,9 +22,10 @@ import torch
 
 from alignclip.errors import ConfigError, InputError
 from alignclip.io.images import resized_size
-from alignclip.models.clip import register_model_configs
+from alignclip.models.clip import ClipBundle, register_model_configs
 from alignclip.models.text import build_text_embeddings
 from alignclip.pipeline.config import SegmentorConfig, check_window_batch
+from alignclip.pipeline.text_cache import cached_text_embeddings
 
 __all__ = [
     "UPSAMPLER_MIN_PATCHES",
@@ -36,6 +38,8 @@ __all__ = [
     "resolve_window_batch",
     "text_embeddings",
 ]
+
+log = logging.getLogger(__name__)
 
 MODEL_CACHE_SIZE = 4  # models kept per process (least recently built dropped first)
 TEXT_CACHE_SIZE = 64  # text-embedding sets kept per CLIP model
@@ -158,6 +162,8 @@ def check_image_size(config: SegmentorConfig, height: int, width: int, patch_siz
 def cached_model(key: tuple, build: Callable[[], Any]) -> Any:
     """The model stored under ``key``, built by ``build()`` on first use (at most :data:`MODEL_CACHE_SIZE`)."""
     if key not in _MODELS:
+        kind, name, weights = (list(key) + ["", "", ""])[:3]
+        log.info("loading %s %s (weights: %s)", str(kind).upper(), name, weights)
         if len(_MODELS) >= MODEL_CACHE_SIZE:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = build()
@@ -165,14 +171,20 @@ def cached_model(key: tuple, build: Callable[[], Any]) -> Any:
 
 
 def text_embeddings(
-    model: torch.nn.Module, tokenizer: Any, queries: Sequence[str], templates: Sequence[str], device: torch.device | str
+    clip: ClipBundle, queries: Sequence[str], templates: Sequence[str], device: torch.device | str
 ) -> torch.Tensor:
     """Template-averaged text embeddings ``[Q, D]`` of ``queries`` (:func:`~alignclip.models.text.build_text_embeddings`),
-    encoded once per CLIP ``model`` object: segmentors sharing a model share its embeddings."""
-    per_model = _TEXTS.setdefault(model, {})
+    encoded once per CLIP model object (segmentors sharing a model share its embeddings) and kept on disk across runs
+    (:mod:`alignclip.pipeline.text_cache`)."""
+    per_model = _TEXTS.setdefault(clip.model, {})
     key = (tuple(queries), tuple(templates), str(device))
     if key not in per_model:
-        per_model[key] = build_text_embeddings(model, tokenizer, queries, templates, device)
+
+        def build() -> torch.Tensor:
+            log.info("encoding %d queries x %d templates with %s", len(queries), len(templates), clip.name)
+            return build_text_embeddings(clip.model, clip.tokenizer, queries, templates, device)
+
+        per_model[key] = cached_text_embeddings(clip, queries, templates, device, build)
         while len(per_model) > TEXT_CACHE_SIZE:
             per_model.pop(next(iter(per_model)))
     return per_model[key]

@@ -89,9 +89,7 @@ class Segmentor:
         clip_key = ("clip", config.backbone, config.pretrained, str(self.device))
         self.clip = clip or cached_model(clip_key, lambda: create_clip(config.backbone, config.pretrained, self.device))
         self.templates = get_templates(config.templates)
-        self.text_embeds = text_embeddings(
-            self.clip.model, self.clip.tokenizer, self.classes.queries, self.templates, self.device
-        )  # [Q, D]
+        self.text_embeds = text_embeddings(self.clip, self.classes.queries, self.templates, self.device)  # [Q, D]
         self.query_to_class = torch.tensor(self.classes.query_to_class, device=self.device)
         if config.upsampler != "none" and config.upsampler_ckpt is None:
             raise ConfigError(
