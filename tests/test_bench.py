@@ -77,6 +77,7 @@ def result():
         size=64,
         images=2,
         warmup=1,
+        repeats=2,
         device="cpu",
         **SMALL,
     )
@@ -92,7 +93,9 @@ def test_bench_result_has_every_field(result):
     assert [r["preset"] for r in result["presets"]] == ["segearth-ov", "segearth-ov+sga", "segearth-ov+cce"]
     for rec in result["presets"]:
         assert RECORD_FIELDS <= set(rec)
-        assert len(rec["ms_all"]) == 2 and rec["ms_per_image"] > 0
+        assert len(rec["ms_all"]) == 4 and rec["ms_per_image"] > 0  # 2 images x 2 interleaved passes
+        lo, hi = rec["ms_ratio_ci"]
+        assert lo <= hi and (rec["preset"] != "segearth-ov" or lo == hi == 1.0)
         assert rec["n_windows"] == 1 and rec["precision"] == "fp32" and rec["random_weights"]
         assert rec["weights_mb"] > 0 and rec["peak_mem_mb"] >= rec["weights_mb"]
         parts = rec["gflop_clip"] + rec["gflop_upsampler"] + rec["gflop_vfm"] + rec["gflop_rest"]
@@ -265,17 +268,46 @@ def test_table11_ratios_by_hand():
 
 def test_check_targets_by_hand():
     targets = check_targets(_fake_result()).set_index("target")["met"].to_dict()
-    assert targets[EFFICIENCY_TARGET]  # 0.8 >= 0.7 (no reference count: the executed efficiency)
+    assert targets[EFFICIENCY_TARGET] == "met"  # 0.8 >= 0.7 (no reference count: the executed efficiency)
     result = _fake_result()
     result["presets"][0]["reference_efficiency"] = 0.65
-    assert not check_targets(result).set_index("target")["met"][EFFICIENCY_TARGET]  # 0.65 < 0.7
-    assert targets["segearth-ov peak memory (MB)"]  # 1000 <= 3072
-    assert targets["sga time ratio"]  # 1.02 <= 1.03
-    assert not targets["cce time ratio - (flop ratio + 0.10)"]  # 1.35 > 1.2 + 0.1
-    assert not targets["alignclip-d memory ratio"]  # 2.0 > 1.9
+    assert check_targets(result).set_index("target")["met"][EFFICIENCY_TARGET] == "missed"  # 0.65 < 0.7
+    assert targets["segearth-ov peak memory (MB)"] == "met"  # 1000 <= 3072
+    assert targets["sga time ratio"] == "met"  # 1.02 <= 1.03 (no interval: judged by the value)
+    assert targets["cce time ratio - (flop ratio + 0.10)"] == "missed"  # 1.35 > 1.2 + 0.1
+    assert targets["alignclip-d memory ratio"] == "missed"  # 2.0 > 1.9
     verdicts = check_targets(_fake_result(), pipeline_check=True)["verdict"]
     assert set(verdicts) == {"pipeline-check"}
     assert check_targets(_fake_result())["verdict"].tolist() == ["met", "met", "met", "missed", "missed"]
+
+
+@pytest.mark.parametrize(
+    "ci,verdict",
+    [([0.99, 1.02], "met"), ([1.00, 1.06], "not resolved"), ([1.04, 1.09], "missed")],
+)
+def test_time_targets_are_judged_on_their_interval(ci, verdict):
+    result = _fake_result()
+    result["presets"][1]["ms_ratio_ci"] = ci  # segearth-ov+sga against the first preset, segearth-ov
+    row = check_targets(result).set_index("target").loc["sga time ratio"]
+    assert row["met"] == verdict and (row["ci_low"], row["ci_high"]) == tuple(ci)
+    result["presets"][2]["ms_ratio_ci"] = [1.25, 1.31]  # cce: minus (12/10 + 0.10) gives [-0.05, 0.01]
+    cce = check_targets(result).set_index("target").loc["cce time ratio - (flop ratio + 0.10)"]
+    assert cce["ci_low"] == pytest.approx(-0.05) and cce["ci_high"] == pytest.approx(0.01)
+    assert cce["met"] == "not resolved"
+
+
+def test_ratio_interval_by_hand():
+    from alignclip.evaluation.bench import ratio_interval
+
+    base = [100.0, 100.0, 100.0, 100.0, 100.0]
+    assert ratio_interval(base, [110.0] * 5, n_boot=200) == pytest.approx([1.1, 1.1])  # no spread: exact
+    # a load change that slows run 3 of both presets alike cancels in the paired ratio
+    lo, hi = ratio_interval([100, 100, 300, 100, 100], [105, 105, 315, 105, 105], n_boot=500)
+    assert lo == pytest.approx(1.05) and hi == pytest.approx(1.05)
+    lo, hi = ratio_interval([100, 102, 98, 101, 99], [100, 110, 90, 105, 95], n_boot=500)
+    assert lo < 1.0 < hi
+    with pytest.raises(ConfigError, match="paired runs"):
+        ratio_interval([1.0, 2.0], [1.0])
 
 
 def test_deterministic_summary_has_no_timings():

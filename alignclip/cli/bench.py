@@ -51,6 +51,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         size=args.size,
         images=args.images,
         warmup=args.warmup,
+        repeats=args.repeats,
         classes=args.classes,
         reference_flops=not args.no_reference_flops,
         breakdown=not args.no_breakdown,
@@ -63,7 +64,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
     targets = check_targets(result)
     result["targets"] = targets.to_dict(orient="records")
     write_json(args.json, result, overwrite=args.force)
-    frame = bench_frame(result)[
+    frame = bench_frame(result)
+    frame["ms_ratio_ci"] = [f"[{lo:.3f}, {hi:.3f}]" for lo, hi in zip(frame["ci_low"], frame["ci_high"], strict=True)]
+    frame = frame[
         [
             "preset",
             "ms_per_image",
@@ -73,6 +76,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "efficiency",
             "reference_efficiency",
             "ms_ratio",
+            "ms_ratio_ci",
             "mem_ratio",
         ]
     ]
@@ -100,7 +104,14 @@ def register_bench(sub) -> None:
         f"(default: {' '.join(DEFAULT_PRESETS)})",
     )
     p.add_argument("--size", type=int, default=448, help="side of the square test images (default 448)")
-    p.add_argument("--images", type=int, default=3, help="timed images per preset, median reported (default 3)")
+    p.add_argument("--images", type=int, default=2, help="distinct test images per pass (default 2)")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=5,
+        help="timed passes over the images, every preset's runs interleaved with the others' (default 5); "
+        "median reported, time ratios with a paired bootstrap 95%% interval",
+    )
     p.add_argument("--warmup", type=int, default=1, help="untimed runs per preset first (default 1)")
     p.add_argument(
         "--classes",

@@ -5,8 +5,9 @@ backbone), then times them round-robin on the same images, so a change of machin
 preset alike. Per preset it reports:
 
 - ``ms_per_image``: median wall time of :meth:`Segmentor.predict` (resize, windows, upsampler, SGA, CCE,
-  post-processing, labels on the host) over ``images`` images after ``warmup`` untimed runs; on CUDA the device is
-  synchronised before and after each image.
+  post-processing, labels on the host) over ``repeats`` passes of ``images`` images after ``warmup`` untimed runs,
+  every run of every preset interleaved with the others'; on CUDA the device is synchronised before and after each
+  image. ``ms_ratio`` (to the first preset) comes with ``ms_ratio_ci``, a paired bootstrap 95 % interval.
 - ``peak_mem_mb`` = ``weights_mb + activation_mb``: the bytes of every model the preset holds (CLIP with its text
   tower, upsampler, VFM) plus the largest rise of memory during one image. CUDA: ``max_memory_allocated`` minus the
   allocation before the image. CPU: the process's peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``
@@ -67,6 +68,7 @@ __all__ = [
     "build_segmentors",
     "growth",
     "parse_bench_preset",
+    "ratio_interval",
     "run_bench",
 ]
 
@@ -187,8 +189,10 @@ def run_bench(
     smoke: bool = False,
     random_weights: bool = False,
     size: int = 448,
-    images: int = 3,
+    images: int = 2,
     warmup: int = 1,
+    repeats: int = 5,
+    n_boot: int = 2000,
     classes: Sequence[str] = DEFAULT_CLASSES,
     reference_flops: bool = True,
     breakdown: bool = True,
@@ -203,7 +207,10 @@ def run_bench(
         smoke: tiny random models (pipeline check).
         random_weights: real-size models with random weights (same cost as the released weights, no files).
         size: side of the square test images (resized to the config's ``long_side`` like any input).
-        images: timed images per preset (median reported); ``warmup``: untimed runs first.
+        images: distinct images per pass; ``repeats``: timed passes over them after ``warmup`` untimed runs. Every
+            timed run of every preset is interleaved (A B C A B C ...), so the ``images × repeats`` runs of two
+            presets are paired; ``ms_per_image`` is their median.
+        n_boot: bootstrap resamples of the paired runs for each time ratio's 95 % interval (``ms_ratio_ci``).
         classes: class names (their number of queries sets the text side of the cost).
         reference_flops: also count the upsampler's FLOPs in the reference order.
         breakdown: one more run per preset timing its parts (:func:`time_breakdown`).
@@ -214,8 +221,11 @@ def run_bench(
         JSON-ready dict: ``presets`` (one record per preset, in order), ``matmul_gflops`` (before/after/mean),
         ``environment``, ``settings``.
     """
-    if images < 1 or warmup < 0 or size < 16:
-        raise ConfigError(f"images={images}, warmup={warmup}, size={size}: need images >= 1, warmup >= 0, size >= 16")
+    if images < 1 or warmup < 0 or size < 16 or repeats < 1 or n_boot < 1:
+        raise ConfigError(
+            f"images={images}, warmup={warmup}, repeats={repeats}, n_boot={n_boot}, size={size}: need images >= 1, "
+            f"warmup >= 0, repeats >= 1 (5 or more to resolve a few per cent), n_boot >= 1, size >= 16"
+        )
     say = log or (lambda _msg: None)
     if configs is None:
         configs = bench_configs(presets, smoke=smoke, random_weights=random_weights, **overrides)
@@ -234,13 +244,15 @@ def run_bench(
     meter = PeakMemory(device)
     times: dict[str, list[float]] = {k: [] for k in segs}
     acts: dict[str, list[float]] = {k: [] for k in segs}
-    for r in range(warmup + images):  # round-robin: every preset sees the same load
+    schedule = [0] * warmup + [i for _ in range(repeats) for i in range(images)]  # image index of each run
+    for r, i in enumerate(schedule):  # interleaved: every preset sees the same load, run r of each is paired
         for label, seg in segs.items():
-            ms, act = _time_predict(seg, pics[max(0, r - warmup)], meter)
+            ms, act = _time_predict(seg, pics[i], meter)
             if r >= warmup:
                 times[label].append(ms)
                 acts[label].append(act)
-            say(f"  {'warm-up' if r < warmup else f'image {r - warmup + 1}'} {label}: {ms:.0f} ms, +{act:.0f} MB")
+            what = "warm-up" if r < warmup else f"pass {(r - warmup) // images + 1} image {i + 1}"
+            say(f"  {what} {label}: {ms:.0f} ms, +{act:.0f} MB")
     rate_after = matmul_gflops(device)
     load_after = _load()
     rate = (rate_before + rate_after) / 2
@@ -286,6 +298,7 @@ def run_bench(
     for rec in records:
         rec.update(
             ms_ratio=rec["ms_per_image"] / first["ms_per_image"],
+            ms_ratio_ci=ratio_interval(times[first["preset"]], times[rec["preset"]], n_boot=n_boot),
             mem_ratio=rec["peak_mem_mb"] / first["peak_mem_mb"],
             gflop_ratio=rec["gflop_per_image"] / first["gflop_per_image"],
         )
@@ -297,6 +310,8 @@ def run_bench(
             size=size,
             images=images,
             warmup=warmup,
+            repeats=repeats,
+            n_boot=n_boot,
             classes=list(classes),
             smoke=smoke,
             random_weights=random_weights,
@@ -305,6 +320,23 @@ def run_bench(
             memory_method=_memory_method(meter),
         ),
     )
+
+
+def ratio_interval(
+    base_ms: Sequence[float], other_ms: Sequence[float], n_boot: int = 2000, seed: int = 0
+) -> list[float]:
+    """95 % percentile bootstrap interval of median(other) / median(base) over paired runs.
+
+    Run ``j`` of both presets ran back to back on the same image, so the runs are resampled jointly: a load change
+    that slows run ``j`` of both cancels out of the ratio.
+    """
+    a, b = np.asarray(base_ms, dtype=float), np.asarray(other_ms, dtype=float)
+    if a.shape != b.shape or a.size == 0:
+        raise ConfigError(f"ratio_interval needs paired runs of equal number, got {a.size} and {b.size}")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    ratios = np.median(b[idx], axis=1) / np.median(a[idx], axis=1)
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return [float(lo), float(hi)]
 
 
 def _memory_method(meter: PeakMemory) -> str:

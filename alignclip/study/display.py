@@ -48,13 +48,13 @@ LEGEND: dict[str, str] = {
     "delta": "Δ: the difference in mIoU points (ours − paper, or new − baseline), 95 % paired bootstrap interval",
     "gain": "gain: mIoU with the module − without it, 95 % paired bootstrap interval",
     "p_better": "P(better): share of paired bootstrap resamples in which the second run has the higher mIoU",
-    "ci": "[a, b]: 95 % percentile bootstrap interval over images",
+    "ci": "[a, b]: 95 % percentile bootstrap interval (over images; for time ratios, over the paired timed runs)",
     "paper_in_ci": "paper in our CI: whether the paper's value lies inside our interval",
     "verdict": "verdict: supported / contradicted when the 95 % interval excludes 0, otherwise not distinguishable "
     "from zero; pipeline-check on random weights (no verdict)",
 }
 #: The value column that owns a ``ci_low``/``ci_high`` pair, in order of priority.
-_CI_OWNERS = ("ours", "miou", "delta", "gain")
+_CI_OWNERS = ("ours", "miou", "delta", "gain", "ours_ms_ratio", "ms_ratio", "value")
 _DROP = ("path",)
 
 
