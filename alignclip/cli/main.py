@@ -28,6 +28,7 @@ __all__ = ["build_parser", "cmd_data", "cmd_evaluate", "cmd_notebook", "cmd_segm
 
 def cmd_segment(args: argparse.Namespace) -> int:
     """Every input and output is checked (one-line errors) before any model is built; outputs are written atomically."""
+    from alignclip.cli.segment_many import is_batch
     from alignclip.errors import InputError
     from alignclip.io.images import check_mask_path, read_image, write_mask
     from alignclip.io.overlay import check_overlay_path, write_overlay
@@ -37,6 +38,11 @@ def cmd_segment(args: argparse.Namespace) -> int:
     classes = read_class_args(args)
     config = config_from_args(args)
     resolve_device(config.device)  # an unknown or missing device fails here, not after the models are built
+    if is_batch(args.inputs, args.out_dir):
+        return _segment_many(args, classes, config)
+    if args.overlays:
+        raise InputError("--overlays goes with --out-dir; for one image give --overlay PATH")
+    args.image = args.inputs[0]
     outputs = []
     if args.out:
         outputs.append(check_mask_path(args.out, len(classes), overwrite=args.force, name="--out"))
@@ -73,12 +79,51 @@ def cmd_segment(args: argparse.Namespace) -> int:
     return 0
 
 
+def _segment_many(args: argparse.Namespace, classes: list[str], config) -> int:
+    """``alignclip segment A B DIR 'GLOB*' --out-dir OUT``: exit status 0, or 1 when an image failed."""
+    from alignclip.cli.segment_many import collect_inputs, plan_jobs, run_jobs
+    from alignclip.errors import InputError
+    from alignclip.io.images import MASK_MAX_CLASSES, read_image, write_mask
+    from alignclip.io.overlay import write_overlay
+    from alignclip.pipeline.segmentor import Segmentor
+
+    if args.out or args.overlay:
+        raise InputError("several images write into --out-dir (and --overlays); --out and --overlay name one file")
+    if not args.out_dir:
+        raise InputError("several images need --out-dir DIR (one mask per input, named after it)")
+    if len(classes) > MASK_MAX_CLASSES:
+        raise InputError(f"{len(classes)} classes do not fit a mask (uint8 ids); use at most {MASK_MAX_CLASSES}")
+    jobs = plan_jobs(collect_inputs(args.inputs), args.out_dir, args.overlays)
+    seg = Segmentor(config, classes)
+    if seg.is_random:
+        print(PIPELINE_CHECK_NOTE.format(what=json.dumps(seg.weights_identity())), file=sys.stderr)
+    bands = tuple(args.bands) if args.bands else None
+    summary = run_jobs(
+        jobs,
+        segment=lambda image: seg.predict(image, keep_logits=False).labels,
+        read=lambda path: read_image(path, bands=bands),
+        write_mask=lambda job, labels, meta: write_mask(job.mask, labels, meta=meta, overwrite=args.force),
+        write_overlay=lambda job, image, labels: write_overlay(
+            job.overlay, image, labels, seg.classes.class_names, overwrite=args.force
+        ),
+        force=args.force,
+    )
+    print(f"{summary.line()}; masks in {args.out_dir}")
+    return 1 if summary.failed else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="alignclip", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("segment", help="segment one image with any class names")
-    p.add_argument("image", help="PNG, JPEG, BMP or (Geo)TIFF")
+    p = sub.add_parser("segment", help="segment images with any class names")
+    p.add_argument(
+        "inputs",
+        nargs="+",
+        metavar="IMAGE",
+        help="PNG, JPEG, BMP or (Geo)TIFF files; several files, folders (their images) or quoted globs "
+        "segment many images into --out-dir",
+    )
     cls = p.add_mutually_exclusive_group(required=True)
     cls.add_argument("--classes", nargs="+", metavar="NAME", help="one class per argument; synonyms with commas")
     cls.add_argument("--classes-file", help="text file, one class per line; synonyms with commas")
@@ -91,6 +136,12 @@ def build_parser() -> argparse.ArgumentParser:
         "georeferencing); its folder must exist",
     )
     p.add_argument("--overlay", help="colour overlay .png with a legend; its folder must exist")
+    p.add_argument(
+        "--out-dir",
+        help="many images: one mask per input, OUT_DIR/<name>.png (.tif for a TIFF input, georeferenced); "
+        "existing masks are skipped unless --force",
+    )
+    p.add_argument("--overlays", action="store_true", help="with --out-dir: also OUT_DIR/<name>_overlay.png")
     p.add_argument("--force", action="store_true", help="overwrite existing output files")
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
