@@ -8,7 +8,8 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the text-embedding disk cache of the tests' process: a fresh folder, never the user's ~/.cache
-os.environ["ALIGNCLIP_TEXT_CACHE"] = tempfile.mkdtemp(prefix="alignclip-text-cache-")
+os.environ["ALIGNCLIP_CACHE_DIR"] = tempfile.mkdtemp(prefix="alignclip-cache-")
+os.environ["ALIGNCLIP_TEXT_CACHE"] = os.path.join(os.environ["ALIGNCLIP_CACHE_DIR"], "text")
 
 # tests use tiny models, for which one thread is several times faster than two (and results are identical)
 torch.set_num_threads(1)

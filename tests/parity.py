@@ -75,7 +75,7 @@ def processed_image(golden: dict[str, np.ndarray], key: str, long_side: int | No
     path = FIXTURES / str(golden[f"{key}/image"])
     if not path.is_file():
         pytest.skip(f"real fixtures absent: {path} (only on the project's machines, not in clones)")
-    image = read_image(path)
+    image = read_image(path)[0]
     if long_side is not None:
         image = resize_long_side(image, long_side)
     assert list(image.shape[:2]) == list(golden[f"{key}/size"]), "fixture image changed since the golden outputs"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,7 +56,13 @@ def cmd_segment(args: argparse.Namespace) -> int:
     seg = Segmentor(config, classes)
     if seg.is_random:
         print(PIPELINE_CHECK_NOTE.format(what=json.dumps(seg.weights_identity())), file=sys.stderr)
+    start = time.perf_counter()
     labels = seg.predict(image, keep_logits=False).labels  # only labels are written: bounded memory on huge tiles
+    b = seg.build_seconds
+    print(
+        f"models {b['models']:.1f} s, text {b['text']:.1f} s, segmentation {time.perf_counter() - start:.1f} s",
+        file=sys.stderr,
+    )
 
     def write(path: str, save) -> None:
         try:
@@ -97,6 +104,7 @@ def _segment_many(args: argparse.Namespace, classes: list[str], config) -> int:
     seg = Segmentor(config, classes)
     if seg.is_random:
         print(PIPELINE_CHECK_NOTE.format(what=json.dumps(seg.weights_identity())), file=sys.stderr)
+    print(f"models {seg.build_seconds['models']:.1f} s, text {seg.build_seconds['text']:.1f} s", file=sys.stderr)
     bands = tuple(args.bands) if args.bands else None
     summary = run_jobs(
         jobs,

@@ -23,6 +23,8 @@ import torch.nn.functional as F
 from open_clip.transformer import QuickGELU
 
 from alignclip.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from alignclip.io.cache import cached_file_sha256
+from alignclip.models.lazy_init import skip_weight_init
 from alignclip.ops.attention import check_attention_mode, modified_attention
 
 __all__ = [
@@ -36,7 +38,6 @@ __all__ = [
     "is_torchscript_archive",
     "trained_activation",
     "dense_features",
-    "file_sha256",
     "register_model_configs",
     "resample_pos_embed",
     "state_digest",
@@ -84,15 +85,6 @@ def _quiet_open_clip():
         yield
     finally:
         root.setLevel(level)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def state_digest(state: dict[str, torch.Tensor]) -> str:
@@ -260,23 +252,25 @@ def create_clip(
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         weights_id = "random"
     elif is_file and is_torchscript_archive(pretrained):
-        with _quiet_open_clip():
+        with _quiet_open_clip(), skip_weight_init():  # every tensor comes from the archive (checked below)
             model = open_clip.create_model(model_name, pretrained=None, **kwargs)
         _load_torchscript_weights(model, Path(pretrained), model_name)
-        weights_id = "sha256:" + file_sha256(pretrained)
+        weights_id = "sha256:" + cached_file_sha256(pretrained)
     elif is_file:
         try:
-            model = open_clip.create_model(model_name, pretrained=str(pretrained), **kwargs)
+            with skip_weight_init():  # open_clip loads the state dict strictly
+                model = open_clip.create_model(model_name, pretrained=str(pretrained), **kwargs)
         except (RuntimeError, AssertionError, KeyError) as exc:  # open_clip's errors for another architecture
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
             raise CheckpointError(
                 f"{pretrained} is not a {model_name} state dict ({first}); pass the matching --backbone"
             ) from None
-        weights_id = "sha256:" + file_sha256(pretrained)
+        weights_id = "sha256:" + cached_file_sha256(pretrained)
     else:
         cfg = open_clip.get_pretrained_cfg(model_name, pretrained)
         try:
-            model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
+            with skip_weight_init():  # open_clip loads the tag's state dict strictly
+                model = open_clip.create_model(model_name, pretrained=pretrained, **kwargs)
         except Exception as exc:  # offline cache miss: huggingface_hub / urllib errors vary by version
             hub = cfg.get("hf_hub") or cfg.get("url", "")
             raise WeightsNotFoundError(

@@ -27,6 +27,7 @@ from timm.models.vision_transformer_sam import VisionTransformerSAM
 from torch import nn
 
 from alignclip.errors import CheckpointError, ConfigError, WeightsNotFoundError
+from alignclip.models.lazy_init import skip_weight_init
 
 __all__ = ["VFM_CONFIG_DIR", "VFMSpec", "VFM_SPECS", "build_timm_model", "build_tiny_model", "list_vfms", "resolve_vfm"]
 
@@ -199,11 +200,13 @@ def build_timm_model(name: str, spec: VFMSpec, pretrained: str) -> nn.Module:
         if hf_constants.is_offline_mode() and not _default_weights_cached(tag):
             raise WeightsNotFoundError(_missing_default_message(name, tag, where))
         try:
-            return timm.create_model(tag, pretrained=True, **kwargs)
+            with skip_weight_init():  # timm loads the tag's weights strictly (its heads are off: num_classes 0)
+                return timm.create_model(tag, pretrained=True, **kwargs)
         except (OSError, ConnectionError) as err:  # LocalEntryNotFoundError, HTTP errors, offline
             raise WeightsNotFoundError(_missing_default_message(name, tag, where)) from err
     try:
-        return timm.create_model(tag, pretrained=True, pretrained_cfg_overlay={"file": pretrained}, **kwargs)
+        with skip_weight_init():  # every tensor comes from the file (timm loads it strictly)
+            return timm.create_model(tag, pretrained=True, pretrained_cfg_overlay={"file": pretrained}, **kwargs)
     except (RuntimeError, KeyError, ValueError, OSError) as err:
         raise CheckpointError(
             f"VFM weights file '{pretrained}' does not fit timm '{tag}' ({type(err).__name__}: "

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -86,10 +87,13 @@ class Segmentor:
                 f"bg_idx={config.bg_idx} is not a class index for {self.classes.num_classes} classes; "
                 f"set bg_idx between 0 and {self.classes.num_classes - 1}"
             )
+        start = time.perf_counter()
         clip_key = ("clip", config.backbone, config.pretrained, str(self.device))
         self.clip = clip or cached_model(clip_key, lambda: create_clip(config.backbone, config.pretrained, self.device))
         self.templates = get_templates(config.templates)
+        text_start = time.perf_counter()
         self.text_embeds = text_embeddings(self.clip, self.classes.queries, self.templates, self.device)  # [Q, D]
+        text_end = time.perf_counter()
         self.query_to_class = torch.tensor(self.classes.query_to_class, device=self.device)
         if config.upsampler != "none" and config.upsampler_ckpt is None:
             raise ConfigError(
@@ -124,6 +128,11 @@ class Segmentor:
             clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds
         )
         self._sga_features: torch.Tensor | None = None  # an encoder's own SGA source of the last batch
+        #: seconds spent building: ``models`` (CLIP, upsampler, VFMs; 0 when reused) and ``text`` (encoding or cache)
+        self.build_seconds = {
+            "models": (text_start - start) + (time.perf_counter() - text_end),
+            "text": text_end - text_start,
+        }
         mean = torch.tensor(self.clip.mean, device=self.device).view(3, 1, 1) * 255.0
         std = torch.tensor(self.clip.std, device=self.device).view(3, 1, 1) * 255.0
         self._mean, self._std = mean, std

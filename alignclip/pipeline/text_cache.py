@@ -5,8 +5,8 @@ open_clip tag, or the sha256 of a local file; for random weights a digest of the
 activation, the queries, the templates, the recipe version and open_clip's version. Entries are written atomically
 and checked on read (a corrupt or foreign file is rebuilt, never trusted).
 
-Where: ``$ALIGNCLIP_TEXT_CACHE`` if set (``off`` disables the cache), else ``$XDG_CACHE_HOME/alignclip/text``, else
-``~/.cache/alignclip/text``. ``alignclip segment/evaluate --no-cache`` switches it off for one run.
+Where: ``$ALIGNCLIP_TEXT_CACHE`` if set (``off`` disables the cache), else ``text/`` in the package's cache folder
+(:func:`alignclip.io.cache.cache_root`: ``~/.cache/alignclip`` by default). ``alignclip segment/evaluate --no-cache`` switches it off for one run.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from alignclip.io.cache import cache_root
 from alignclip.io.files import atomic_write
 from alignclip.models.clip import ClipBundle, state_digest
 
@@ -46,8 +47,7 @@ def text_cache_dir() -> Path | None:
     env = os.environ.get("ALIGNCLIP_TEXT_CACHE")
     if env is not None:
         return None if env.strip().lower() in _OFF_WORDS else Path(env).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "alignclip" / "text"
+    return cache_root() / "text"
 
 
 def _weights_key(clip: ClipBundle) -> str:
