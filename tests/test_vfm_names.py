@@ -78,12 +78,18 @@ def test_dino_pos_embed_is_dinos_bicubic_with_the_tenth():
     # timm's resampling (exact size, antialiased kernel) samples other positions
     timm_like = F.interpolate(grid, size=(6, 6), mode="bicubic", antialias=True).permute(0, 2, 3, 1).reshape(1, 36, dim)
     assert not torch.allclose(out[:, 1:], timm_like)
+    # a non-square grid (rows, cols) = (5, 7): rows scaled by 5.1 / n, columns by 7.1 / n (DINO's `w` is the rows)
+    wide = dino_pos_embed(pos, (5, 7))
+    expected = F.interpolate(grid, scale_factor=(5.1 / side, 7.1 / side), mode="bicubic")
+    assert torch.allclose(wide[:, 1:], expected.permute(0, 2, 3, 1).reshape(1, 35, dim))
 
 
 def test_dino_mode_changes_only_off_grid_inputs():
     vfm = create_vfm("tiny_dino_b16", "none")
     x224, x320 = torch.randn(1, 3, 224, 224), torch.randn(1, 3, 320, 320)
     a224, a320 = vfm(x224)[0], vfm(x320)[0]
+    feats, _ = vfm(torch.randn(1, 3, 224, 320))  # a non-square grid: 14 rows, 20 columns
+    assert feats.shape[1:3] == (14, 20)
     vfm.pos_embed = "timm"
     assert torch.equal(vfm(x224)[0], a224)
     assert not torch.allclose(vfm(x320)[0], a320)

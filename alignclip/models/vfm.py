@@ -60,8 +60,8 @@ def dino_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1
     """DINO's own resampling of a ``[1, prefix + n*n, D]`` position embedding to a ``grid = (h, w)`` patch grid.
 
     As ``interpolate_pos_encoding`` of DINO's code: unchanged when the grid is the trained square one; else bicubic
-    (no antialiasing) with ``scale_factor = ((w + 0.1) / n, (h + 0.1) / n)`` applied to the (rows, columns) axes
-    (DINO's order: the same as (h, w) for square grids), so the samples differ from timm's exact-size resampling.
+    (no antialiasing) with ``scale_factor = ((h + 0.1) / n, (w + 0.1) / n)`` on the (rows, columns) axes (DINO names
+    the rows ``w``: ``B, nc, w, h = x.shape``), so the samples differ from timm's exact-size resampling.
     """
     n_old = pos_embed.shape[1] - num_prefix
     side = int(math.isqrt(n_old))
@@ -72,7 +72,7 @@ def dino_pos_embed(pos_embed: Tensor, grid: tuple[int, int], num_prefix: int = 1
     dim = patch.shape[-1]
     patch = F.interpolate(
         patch.reshape(1, side, side, dim).permute(0, 3, 1, 2).float(),
-        scale_factor=((w + 0.1) / side, (h + 0.1) / side),
+        scale_factor=((h + 0.1) / side, (w + 0.1) / side),
         mode="bicubic",
     )
     if tuple(patch.shape[-2:]) != (h, w):
