@@ -313,6 +313,12 @@ def test_wide_comparison_and_plugin_table(tmp_path):
     assert table.loc["clip", "paper_base"] == pytest.approx(11.4)  # CLIP's Table 2 average
     assert table.loc[["ProxyCLIP", "SC-CLIP", "CorrCLIP"], "paper_gain"].tolist() == [1.7, 1.9, 1.6]
     assert set(table.loc[["ProxyCLIP", "SC-CLIP", "CorrCLIP"], "status"]) == {"reported only"}
+    # a Table 10 host that was run gets Table 10's row as its paper values and loses its reported-only row
+    runs = {(lab, "potsdam"): [cm] for lab, cm in (("proxyclip", HALF), ("proxyclip+sga alpha=0.1", PERFECT))}
+    (tmp_path / "h").mkdir()
+    hosts = plugin_table(_results(tmp_path / "h", runs, kind="pipeline-check"), ["proxyclip"], 0.1, 50)
+    assert list(hosts["method"]) == ["proxyclip", "SC-CLIP", "CorrCLIP"]
+    assert hosts.set_index("method").loc["proxyclip", ["paper_base", "paper_gain"]].tolist() == [36.8, 1.7]
     assert plot_plugin(raw).axes[0].get_title().endswith("PIPELINE CHECK (random weights)")
     matplotlib.pyplot.close("all")
 

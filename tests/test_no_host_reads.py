@@ -60,6 +60,13 @@ def _image() -> np.ndarray:
         ("alignclip-s", {"vfm": "tiny_sam"}),
         ("alignclip-d", {"crop": 64, "stride": 32}),  # 16 patches < 32 channels: the factored upsampler path
         ("alignclip-d", {"sga_scope": "image", "sga_source": "upsampled"}),
+        ("gem", {}),
+        ("gem+sga", {"gem_sga_source": "original"}),
+        ("sc-clip", {}),
+        ("sc-clip+sga", {"sc_clip_sga_source": "multi"}),
+        ("resclip", {}),
+        ("proxyclip+sga", {}),
+        ("cass", {}),
     ],
 )
 def test_window_logits_make_no_host_reads(preset, over, monkeypatch):

@@ -251,3 +251,18 @@ def test_huge_tile_streams_in_bounded_memory():
     assert labels.shape == (side, side)
     full_buffers = (len(seg.classes.queries) + 3) * side * side * 4
     assert meter.peak_bytes < 200 * 2**20 < full_buffers, f"peak rise {meter.peak_bytes / 2**20:.0f} MB"
+
+
+def test_encoders_see_the_whole_image_bounded_in_size():
+    """EncoderContext.image: the normalised image at the processing size, a huge tile downsampled to a long side of
+    IMAGE_CONTEXT_SIDE (area average, in bands), a new callable per image."""
+    from alignclip.methods.base import IMAGE_CONTEXT_SIDE
+
+    img = torch.rand(3, 40, 60)
+    small = Segmentor._whole_image(lambda y1, y2, x1, x2: img[:, y1:y2, x1:x2], 40, 60)
+    assert torch.equal(small(), img[None])
+    big = torch.rand(3, 2 * IMAGE_CONTEXT_SIDE, 3 * IMAGE_CONTEXT_SIDE)
+    whole = Segmentor._whole_image(lambda y1, y2, x1, x2: big[:, y1:y2, x1:x2], *big.shape[1:])()
+    assert whole.shape == (1, 3, round(2 * IMAGE_CONTEXT_SIDE / 3), IMAGE_CONTEXT_SIDE)
+    expected = torch.nn.functional.interpolate(big[None], size=whole.shape[-2:], mode="area")
+    torch.testing.assert_close(whole, expected, atol=1e-5, rtol=1e-5)

@@ -184,3 +184,12 @@ def test_sam_neck_switch_runs_end_to_end():
     assert labels.shape == (64, 80)
     with pytest.raises(ConfigError, match="vfm_features"):
         build_config("alignclip-d", vfm_features="decoder")
+
+
+@pytest.mark.parametrize("host", ["gem", "sc-clip", "resclip", "proxyclip", "cass"])
+def test_sga_plugged_into_another_method_takes_the_papers_plugin_alpha(host):
+    """Decision D32: PRESET+sga uses α = 0.1 (A.5) for every host, Table 6's α only for SegEarth-OV + SGA."""
+    assert build_config(f"{host}+sga", dataset="loveda").alpha == 0.1
+    assert build_config(f"{host}+sga", dataset="loveda", alpha=0.4).alpha == 0.4  # an explicit field wins
+    assert build_config("segearth-ov+sga", dataset="loveda").alpha == 0.7  # Table 6, AlignCLIP-D on LoveDA
+    assert not build_config(host).sga

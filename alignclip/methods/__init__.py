@@ -5,7 +5,19 @@
 it. A new method is a new module here whose ``METHOD`` is added to :data:`METHODS`.
 """
 
-from alignclip.methods import clearclip, clip, maskclip, naclip, sclip, segearth_ov
+from alignclip.methods import (
+    cass,
+    clearclip,
+    clip,
+    gem,
+    maskclip,
+    naclip,
+    proxyclip,
+    resclip,
+    sc_clip,
+    sclip,
+    segearth_ov,
+)
 from alignclip.methods.alignclip import ALIGNCLIP_D, ALIGNCLIP_S
 from alignclip.methods.base import BASELINE_PROTOCOL, Encoder, EncoderContext, Method
 
@@ -17,8 +29,13 @@ METHODS: dict[str, Method] = {
         clip.METHOD,
         maskclip.METHOD,
         sclip.METHOD,
+        gem.METHOD,
         clearclip.METHOD,
         naclip.METHOD,
+        resclip.METHOD,
+        proxyclip.METHOD,
+        cass.METHOD,
+        sc_clip.METHOD,
         segearth_ov.METHOD,
         ALIGNCLIP_D,
         ALIGNCLIP_S,

@@ -23,13 +23,17 @@ import torch
 
 from alignclip.models.clip import ClipBundle
 
-__all__ = ["BASELINE_PROTOCOL", "PLUGIN_ALPHA", "Encoder", "EncoderContext", "Method"]
+__all__ = ["BASELINE_PROTOCOL", "IMAGE_CONTEXT_SIDE", "PLUGIN_ALPHA", "Encoder", "EncoderContext", "Method"]
 
 #: Settings under which the SegEarth-OV paper (and so Table 2) runs the training-free CLIP baselines: the same
 #: windows and OpenAI templates, no upsampler, no CLS term, no AlignCLIP module.
 BASELINE_PROTOCOL: Mapping[str, Any] = dict(
     sga=False, cce=False, templates="openai", upsampler="none", cls_token_lambda=0.0
 )
+
+#: Longest side of the whole image an encoder may see (:attr:`EncoderContext.image`): a larger tile is downsampled to
+#: it, so memory stays bounded (448, the protocol's processing size, is well inside).
+IMAGE_CONTEXT_SIDE = 896
 
 #: α of Eq. 7 when SGA is plugged into another method (``PRESET+sga``): the paper's A.5 uses 0.1 for every host.
 PLUGIN_ALPHA = 0.1
@@ -45,12 +49,17 @@ class EncoderContext:
             configuration's ``encoder_vfm``), or None when the method has none. CCE's VFM is separate.
         config: the :class:`~alignclip.pipeline.config.SegmentorConfig` (its method fields included).
         text: ``[Q, D]`` L2-normalised, template-averaged text embeddings of the queries (before SGA).
+        image: ``() -> [1, 3, H, W]``, the whole CLIP-normalised image being segmented (at the processing size; a
+            tile whose long side exceeds :data:`IMAGE_CONTEXT_SIDE` is downsampled to it), computed on demand; a new
+            callable per image, so an encoder may cache what it derives from it by the callable's identity (CASS's
+            image-level CLS). None outside :meth:`~alignclip.pipeline.segmentor.Segmentor.predict`.
     """
 
     clip: ClipBundle
     vfm: Any
     config: Any
     text: torch.Tensor
+    image: Callable[[], torch.Tensor] | None = None
 
 
 @dataclass(frozen=True)

@@ -33,11 +33,13 @@ __all__ = [
     "QUICK_GELU",
     "TINY_SEED",
     "ClipBundle",
+    "block_qkv",
     "built_activation",
     "create_clip",
     "is_torchscript_archive",
     "trained_activation",
     "dense_features",
+    "embed_patches",
     "register_model_configs",
     "resample_pos_embed",
     "state_digest",
@@ -329,6 +331,44 @@ def resample_pos_embed(
     return torch.cat([prefix, grid], dim=0)
 
 
+def embed_patches(
+    visual: torch.nn.Module,
+    images: torch.Tensor,
+    pos_embed_interp: str = "reference",
+    pos: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, tuple[int, int]]:
+    """The tokens entering the first block of CLIP's vision tower: patch embeddings with the CLS token in front,
+    position embeddings added, ``ln_pre`` applied.
+
+    Args:
+        visual: ``open_clip`` ``VisionTransformer`` (``model.visual``, batch-first).
+        images: ``[B, 3, H, W]`` CLIP-normalised; partial patches at the borders are dropped by the convolution.
+        pos_embed_interp: :func:`resample_pos_embed`'s mode for grids other than the trained one.
+        pos: ``[1 + h*w, C]`` position embeddings to use instead (a method's own resampling).
+
+    Returns:
+        ``tokens [B, 1 + h*w, C]`` and the patch grid ``(h, w)``.
+    """
+    if not visual.transformer.batch_first:
+        raise ConfigError("open_clip transformer must be batch_first (open_clip >= 2.24)")
+    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, C, h, w]
+    b, _, h, w = x.shape
+    x = x.flatten(2).transpose(1, 2)
+    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(b, 1, -1)
+    if pos is None:
+        pos = resample_pos_embed(visual.positional_embedding, (h, w), mode=pos_embed_interp)
+    return visual.ln_pre(torch.cat([cls, x], dim=1) + pos.to(x.dtype)), (h, w)
+
+
+def block_qkv(block: torch.nn.Module, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """q, k, v ``[B, heads, N, d]`` of an open_clip residual block's attention on ``ln_1(tokens)`` (``[B, N, C]``)."""
+    b, n, c = tokens.shape
+    attn = block.attn
+    y = F.linear(block.ln_1(tokens), attn.in_proj_weight, attn.in_proj_bias)  # [B, N, 3C]
+    q, k, v = y.view(b, n, 3, attn.num_heads, c // attn.num_heads).permute(2, 0, 3, 1, 4)
+    return q, k, v
+
+
 def dense_features(
     visual: torch.nn.Module,
     images: torch.Tensor,
@@ -354,24 +394,14 @@ def dense_features(
         ``patch_feats [B, D, H/p, W/p]`` and ``cls_feats [B, D]`` (not normalised).
     """
     check_attention_mode(attention)
-    x = visual.conv1(images.to(visual.conv1.weight.dtype))  # [B, C, h, w]
-    b, c, h, w = x.shape
-    x = x.flatten(2).transpose(1, 2)
-    cls = visual.class_embedding.to(x.dtype).view(1, 1, -1).expand(b, 1, -1)
-    x = torch.cat([cls, x], dim=1) + resample_pos_embed(visual.positional_embedding, (h, w), mode=pos_embed_interp).to(
-        x.dtype
-    )
-    x = visual.ln_pre(x)
+    x, (h, w) = embed_patches(visual, images, pos_embed_interp)
+    b, _, c = x.shape
     blocks = visual.transformer.resblocks
-    if not visual.transformer.batch_first:
-        raise ConfigError("open_clip transformer must be batch_first (open_clip >= 2.24)")
     for blk in blocks[:-1]:
         x = blk(x)
     last = blocks[-1]
     attn = last.attn
-    heads = attn.num_heads
-    y = F.linear(last.ln_1(x), attn.in_proj_weight, attn.in_proj_bias)  # [B, L, 3C]
-    q, k, v = y.view(b, -1, 3, heads, c // heads).permute(2, 0, 3, 1, 4)  # each [B, H, L, d]
+    q, k, v = block_qkv(last, x)  # each [B, H, L, d]
     o = modified_attention(q, k, v, attention, grid_hw=(h, w), naclip_std=naclip_std)
     o = attn.out_proj(o.transpose(1, 2).reshape(b, -1, c))
     if drop_residual:

@@ -135,10 +135,62 @@ class SegmentorConfig:
     encoder_vfm_pretrained: str = "default"  # as vfm_pretrained
     # --- method fields, one block per method, each field prefixed with the method's name
     # --- GEM (alignclip.methods.gem)
+    # last blocks carrying the self-self path (authors' gem_depth=7: range(1, 7) = the last 6 of any ViT; a ViT with
+    # fewer blocks has it on all of them)
+    gem_layers: int = 6
+    gem_iters: int = 1  # self-self iterations before the assignment to v (authors' ss_attn_iter: 1)
+    # fixed inverse temperature of the self-self softmax (authors' ss_attn_temp); None: GEM's adaptive one,
+    # mean token norm after ln_1 times head_dim^-0.5, per window (authors' default)
+    gem_inv_temp: float | None = None
+    gem_sga_source: str = "gem"  # SGA's prototypes (+sga) from the "gem" path (the patch features) or the "original"
+    gem_cls_source: str = "gem"  # CLS features of the CLS term from the "gem" path's CLS token or the "original" ViT's
+    # position embeddings of grids other than 14x14: the "authors'" bicubic with antialias to the exact grid, or the
+    # "shared" pos_embed_interp (no effect on 224 windows)
+    gem_pos_embed: str = "authors"
     # --- SC-CLIP (alignclip.methods.sc_clip)
+    sc_clip_lof_neighbors: int = 30  # k of the local outlier factor over block L-1's patches (authors' code: 30)
+    sc_clip_lof_contamination: float = 0.05  # anomalies: LOF above its 1 - c quantile per window (authors: 0.05)
+    # block outputs by 0-based index over blocks 1..L-1 (the authors' pre/post_adjust_idx, multi_start/end_idx):
+    sc_clip_pre_adjust_idx: int = 8  # S_mid: aggregates block L-1's patches, drives the last attention (8 = block 9)
+    sc_clip_post_adjust_idx: int = 3  # S_post: aggregates the last block's outputs (authors: 3 = block 4)
+    sc_clip_multi_start_idx: int = 3  # multi-level fusion sums block outputs [start, end) (authors: 3, 10 =
+    sc_clip_multi_end_idx: int = 10  # blocks 4-10)
+    sc_clip_res_cls: float = 0.3  # weight of the CLS token added to the last block's attention output (authors: 0.3)
+    sc_clip_beta: float = 0.4  # similarities below this are zeroed before each aggregation (authors' beta: 0.4)
+    sc_clip_attn_temp: float = 3.0  # scale of the centred S_mid in the last block's attention (authors: 3.0)
+    # SGA's prototypes (PRESET+sga): "fused" output (the returned features), "last"-block path or "multi"-level path
+    sc_clip_sga_source: str = "fused"
     # --- ResCLIP (alignclip.methods.resclip)
+    resclip_rcs: bool = True  # RCS: middle blocks' q-k attention mixed into the last block's (authors' use_rcs)
+    resclip_rcs_start: int = 5  # RCS averages blocks [start, end), 0-based (authors: range(5, 9) = blocks 6-9)
+    resclip_rcs_end: int = 9
+    resclip_rcs_tau: float = 2.0  # τ_rcs, scale of the mixed attention weights (attn_rcs_weights[0]: 2.0 everywhere)
+    resclip_rcs_lambda: float = 0.2  # λ_rcs, weight of the middle blocks' attention (their Cityscapes config: 0.2)
+    resclip_sfr: bool = True  # SFR: a first pass's segmentation refines the last block's attention (use_sfr)
+    resclip_sfr_tau: float = 2.1  # τ_sfr, scale of the mixed k-k logits (attn_sfr_weights[0]; Cityscapes: 2.1)
+    resclip_sfr_lambda: float = 0.6  # λ_sfr, weight of the same-label matrix (attn_sfr_weights[1]; Cityscapes: 0.6)
+    resclip_temp_thd: float = 0.1  # first-pass pixels below this max probability become query 0 (Cityscapes: 0.10)
+    resclip_delete_same_entity: bool = True  # decay same-label pairs not joined by a straight path (all configs: on)
+    resclip_std: float = 5.0  # Gaussian std (patches) of the NACLIP bias and of SFR's row smoothing (README: 5)
+    resclip_pamr_steps: int = 10  # PAMR iterations on the first pass's logits (their code: 10, dilations 8 and 16)
+    resclip_sfr_fp16: bool = True  # round the normalised SFR matrix to float16 as their code does (False: keep fp32)
+    resclip_sga_source: str = "final"  # SGA's prototypes (+sga): "final" (second-pass) or "first"-pass patch features
     # --- ProxyCLIP (alignclip.methods.proxyclip)
+    proxyclip_beta: float = 1.2  # β: proxy attention masked where F̂F̂ᵀ < β·mean (the authors' code: 1.2)
+    proxyclip_gamma: float = 3.0  # γ: scale of the normalised similarities before the softmax (their code: 3.0)
     # --- CASS (alignclip.methods.cass)
+    cass_k_eigen: int = 20  # eigenvalues per head compared in the spectral head matching (their k_eigen: 20)
+    cass_rank: int = 10  # eigenpairs kept of the VFM graph (their svd_lowrank q: 10, optimal_q always stops there)
+    cass_eigenscaling: bool = True  # dynamic eigenscaling of the kept eigenvalues (their code: on but VOC20/Cityscapes)
+    cass_lowrank_solver: str = "eigh"  # "eigh" exact top eigenpairs, or "randomized" (their torch.svd_lowrank)
+    cass_scale_factor: float = 10.0  # γ: weight of the distilled VFM graph against CLIP's (their scale_factor: 10)
+    cass_gaussian_std: float = 5.0  # std (patches) of the Gaussian bias added to the mixed graph (their default: 5)
+    cass_vfm_input: str = "authors"  # VFM input: "authors" (their uint8 de-normalisation round trip) or "plain"
+    cass_vfm_half: bool = True  # cast the VFM keys to fp16 before their graph, as their dino_attn.half()
+    cass_text_weight: float = 0.04  # mean_vector_weight of the object-presence text (their Context-59/60: 0.04)
+    cass_cluster_threshold: float = 0.09  # Ward cut of the class clusters (their Context-59/60 h_threshold: 0.09)
+    cass_top_k: int = 2  # patches averaged into a class's object vector (their topk k: 2)
+    cass_global_scope: str = "image"  # CLS of the global term: the whole "image"'s (theirs), or each "window"'s
     # --- runtime
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"

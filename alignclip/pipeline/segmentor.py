@@ -25,6 +25,7 @@ from alignclip.data import load_manifest
 from alignclip.errors import ConfigError, InputError
 from alignclip.io.images import resize_long_side
 from alignclip.methods import ENCODERS, EncoderContext
+from alignclip.methods.base import IMAGE_CONTEXT_SIDE
 from alignclip.models.clip import ClipBundle, create_clip, dense_features
 from alignclip.models.templates import get_templates
 from alignclip.models.text import ClassQueries, parse_classes
@@ -374,11 +375,40 @@ class Segmentor:
         (:func:`~alignclip.ops.windows.stream_windows`); ``region`` gives its normalised pixels on demand."""
         c = self.config
         text = None
+        if self.encoder is not None:  # the whole image on demand, for methods with an image-level term (CASS)
+            self.encoder_context.image = self._whole_image(region, height, width)
         if c.sga and c.sga_scope == "image":  # one pass over all windows first
             text = self._image_text(region, window_boxes(height, width, c.crop, c.stride))
         yield from stream_windows(
             height, width, c.crop, c.stride, self.window_batch, region, lambda crops: self.window_logits(crops, text)
         )
+
+    @staticmethod
+    def _whole_image(region: Region, height: int, width: int) -> Callable[[], torch.Tensor]:
+        """A new callable giving the whole normalised image ``[1, 3, H, W]``, downsampled (bilinear) to a long side of
+        :data:`~alignclip.methods.base.IMAGE_CONTEXT_SIDE` when larger, band by band so memory stays bounded."""
+
+        def image() -> torch.Tensor:
+            long = max(height, width)
+            if long <= IMAGE_CONTEXT_SIDE:
+                return region(0, height, 0, width)[None]
+            out_h = max(1, round(height * IMAGE_CONTEXT_SIDE / long))
+            out_w = max(1, round(width * IMAGE_CONTEXT_SIDE / long))
+            step = max(1, (1 << 22) // width)  # rows per band: ~48 MB of float pixels at a time
+            narrow = torch.cat(  # columns first, band by band: [1, 3, H, out_w]
+                [
+                    F.interpolate(
+                        region(y, min(y + step, height), 0, width)[None],
+                        size=(min(step, height - y), out_w),
+                        mode="area",
+                    )
+                    for y in range(0, height, step)
+                ],
+                dim=2,
+            )
+            return F.interpolate(narrow, size=(out_h, out_w), mode="area")
+
+        return image
 
     def _full_logits(self, region: Region, height: int, width: int) -> torch.Tensor:
         """All bands of :meth:`_logit_bands` in one ``[Q, H, W]``."""

@@ -41,7 +41,7 @@ from alignclip.study.sweeps import plugin_claims, sweep_label
 
 __all__ = [
     "AVG",
-    "TABLE10_REPORTED",
+    "TABLE10_HOSTS",
     "TABLE12_PAIRS",
     "TABLE13_PAIRS",
     "TABLE3",
@@ -65,7 +65,7 @@ TABLE3_CLAIMS = [
     ("segearth-ov", "alignclip-d"),
 ]
 #: Table 10's methods we do not implement (their rows are shown as "reported only").
-TABLE10_REPORTED = ["ProxyCLIP", "SC-CLIP", "CorrCLIP"]
+TABLE10_HOSTS = ["ProxyCLIP", "SC-CLIP", "CorrCLIP"]  # the methods Table 10 plugs SGA into
 #: Table 12's comparisons (SGA plugged into three natural-image methods this package does not implement).
 TABLE12_PAIRS = [("SC-CLIP", "SC-CLIP+SGA"), ("Trident", "Trident+SGA"), ("CorrCLIP", "CorrCLIP+SGA")]
 #: Table 13's comparison.
@@ -342,21 +342,33 @@ def claimed_gains(table: str, claims: Sequence[tuple[str, str]], rows: dict[str,
     return [found.get((table, rows.get(new), rows.get(base))) for base, new in claims]
 
 
-def plugin_table(results: pd.DataFrame, presets: Sequence[str], alpha: float = 0.1, n_boot: int = 1000) -> pd.DataFrame:
-    """Average mIoU without and with SGA: our methods (gains with 95 % CIs) and Table 10's rows.
+def plugin_table(
+    results: pd.DataFrame, presets: Sequence[str], alpha: float = 0.1, n_boot: int = 1000, reported: bool = True
+) -> pd.DataFrame:
+    """Average mIoU without and with SGA: our methods (gains with 95 % CIs) beside Table 10's rows.
 
     Returns:
         ``method, status, base, with_sga, gain, ci_low, ci_high, verdict, paper_base, paper_gain``.
-        Our rows average over the evaluated datasets (``paper_base`` = the method's Table 2 average,
-        which the paper reports without SGA only); ProxyCLIP, SC-CLIP and CorrCLIP are the paper's
-        Table 10, ``reported only``.
+        Our rows average over the evaluated datasets; a method that is one of Table 10's hosts (ProxyCLIP,
+        SC-CLIP, CorrCLIP) gets Table 10's average without SGA as ``paper_base`` and its claimed gain as
+        ``paper_gain``, any other method its Table 2 average (the paper has no SGA row for it). Table 10's hosts
+        that were not run keep the paper's row, ``reported only`` (unless ``reported`` is False: our rows only).
     """
     gains = average_gains(results, plugin_claims(presets, alpha), n_boot=n_boot)
     table2 = load_table("table2_main").set_index("method")
+    table10 = load_table("table10_sga_plugin").set_index("method")
+
+    def claimed(host: str) -> float:
+        return claimed_gains("table10_sga_plugin", [(host, f"{host}+SGA")], {host: host, f"{host}+SGA": f"{host}+SGA"})[
+            0
+        ]
+
     rows = []
     for preset, (_, g) in zip(presets, gains.iterrows(), strict=True):
         base = float(results[results["label"] == preset]["miou"].mean())
         name = PAPER_METHOD.get(preset)
+        host = name in TABLE10_HOSTS
+        paper_base = table10 if host else table2
         rows.append(
             dict(
                 method=preset,
@@ -367,11 +379,11 @@ def plugin_table(results: pd.DataFrame, presets: Sequence[str], alpha: float = 0
                 ci_low=g["ci_low"],
                 ci_high=g["ci_high"],
                 verdict=g["verdict"],
-                paper_base=float(table2.loc[name, "Avg"]) if name in table2.index else np.nan,
-                paper_gain=np.nan,
+                paper_base=float(paper_base.loc[name, "Avg"]) if name in paper_base.index else np.nan,
+                paper_gain=claimed(name) if host else np.nan,
             )
         )
-    table10 = load_table("table10_sga_plugin").set_index("method")
+    run = {PAPER_METHOD.get(p) for p in presets}
     rows += [
         dict(
             method=m,
@@ -383,8 +395,9 @@ def plugin_table(results: pd.DataFrame, presets: Sequence[str], alpha: float = 0
             ci_high=np.nan,
             verdict="reported only",
             paper_base=float(table10.loc[m, "Avg"]),
-            paper_gain=claimed_gains("table10_sga_plugin", [(m, f"{m}+SGA")], {m: m, f"{m}+SGA": f"{m}+SGA"})[0],
+            paper_gain=claimed(m),
         )
-        for m in TABLE10_REPORTED
+        for m in TABLE10_HOSTS
+        if reported and m not in run
     ]
     return pd.DataFrame(rows)
