@@ -344,3 +344,41 @@ def test_cuda_window_loop_has_no_host_syncs():
     seg.predict(image)  # warm-up: lazy CUDA initialisation may synchronise once
     # a 448² image has 9 windows in one batch: the labels of its single strip come back to the host once
     assert host_syncs(seg, image) <= 2
+
+
+def test_measured_summary_reads_every_number_from_the_result():
+    from alignclip.study.bench import measured_summary
+
+    result = _fake_result()
+    for rec in result["presets"]:
+        rec.update(precision="fp32", random_weights=True, reference_efficiency=None, reference_gflop_per_image=None)
+        rec.update(ms_ratio=rec["ms_per_image"] / 100.0, mem_ratio=rec["peak_mem_mb"] / 1000.0, gflop_ratio=1.0)
+    result["presets"][3]["ms_ratio_ci"] = [1.41, 1.62]
+    result.update(
+        date="2026-12-03",
+        environment=dict(device_name="a test CPU"),
+        settings=dict(size=448, repeats=5, images=2, warmup=1),
+        matmul_gflops=dict(mean=214.0),
+        targets=[dict(target="sga time ratio", met="not resolved", value=1.02, threshold=1.03)],
+    )
+    text = measured_summary(result)
+    assert text.startswith("Measured on 2026-12-03 on a test CPU, fp32, random weights of real size")
+    assert "**SegEarth-OV: 0.10 s per image and 1000 MB**" in text and "at 80 % of the matmul rate" in text
+    assert "`alignclip-d`: 0.15 s per image, 2000 MB; 1.50× [1.41, 1.62] time, 2.00× memory" in text
+    assert "sga time ratio: not resolved (1.02, threshold 1.03)" in text
+    from alignclip.study.bench import measured_table
+
+    table = measured_table(result).splitlines()
+    assert len(table) == 2 + len(result["presets"])
+    assert table[5] == "| `alignclip-d` | 0.15 | 2,000 | 12 | 1.50 [1.41, 1.62] | 2.00 |"
+
+
+def test_random_weights_reach_a_methods_own_vfm():
+    """--random-weights (and bench_configs(random_weights=True)) also set the VFM of ProxyCLIP/CASS to random."""
+    from alignclip.cli.bench import bench_configs_from_args
+    from alignclip.evaluation.bench import bench_configs
+
+    assert bench_configs(["proxyclip"], random_weights=True)["proxyclip"].encoder_vfm_pretrained == "none"
+    args = _parser().parse_args(["bench", "--random-weights", "--presets", "cass", "segearth-ov", "--json", "b.json"])
+    configs = bench_configs_from_args(args)
+    assert configs["cass"].encoder_vfm_pretrained == "none" and configs["cass"].pretrained == "none"

@@ -29,7 +29,10 @@ def bench_configs_from_args(args: argparse.Namespace) -> dict:
         preset, extra = parse_bench_preset(spec)
         ns = copy.copy(args)
         ns.preset = preset
-        configs[spec] = config_from_args(ns).replace(**extra)
+        config = config_from_args(ns)
+        if args.random_weights and "encoder_vfm_pretrained" not in extra:
+            config = config.replace(encoder_vfm_pretrained="none")  # a method's own VFM (ProxyCLIP, CASS) too
+        configs[spec] = config.replace(**extra)
     return configs
 
 

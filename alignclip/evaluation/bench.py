@@ -28,6 +28,7 @@ preset alike. Per preset it reports:
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import platform
 import statistics
@@ -76,7 +77,7 @@ DEFAULT_PRESETS = ("segearth-ov", "segearth-ov+sga", "segearth-ov+cce", "aligncl
 #: Six Potsdam-like classes (one with a synonym): the number of queries, not the names, sets the cost.
 DEFAULT_CLASSES = ("road,parking lot", "building", "low vegetation", "tree", "car", "clutter")
 GROWTH_SIZES = (448, 896, 1792, 3584)
-RANDOM_WEIGHTS = dict(pretrained="none", upsampler_ckpt="none", vfm_pretrained="none")
+RANDOM_WEIGHTS = dict(pretrained="none", upsampler_ckpt="none", vfm_pretrained="none", encoder_vfm_pretrained="none")
 _MB = 2.0**20
 
 
@@ -115,7 +116,7 @@ def bench_images(n: int, height: int, width: int | None = None, seed: int = 0) -
 def bench_configs(
     presets: Sequence[str], *, smoke: bool = False, random_weights: bool = False, **overrides: Any
 ) -> dict[str, SegmentorConfig]:
-    """``{preset spec: config}``; ``random_weights`` sets pretrained/upsampler_ckpt/vfm_pretrained to none.
+    """``{preset spec: config}``; ``random_weights`` sets pretrained/upsampler_ckpt/vfm_pretrained/encoder_vfm_pretrained to none.
 
     With ``smoke``, presets whose VFM is SAM get the tiny SAM-layout model (``tiny_sam``) instead of ``tiny``.
     """
@@ -303,6 +304,7 @@ def run_bench(
             gflop_ratio=rec["gflop_per_image"] / first["gflop_per_image"],
         )
     return dict(
+        date=datetime.date.today().isoformat(),
         presets=records,
         matmul_gflops=dict(before=rate_before, after=rate_after, mean=rate),
         environment={**_environment(device), "load_before": load_before, "load_after": load_after},

@@ -86,6 +86,8 @@ class StudyContext:
             vfm_pretrained=self.vfm_pretrained,
             device=self.device,
         )
+        if self.vfm_pretrained in ("default", "none"):  # a file given for CCE's VFM is not a method's own VFM
+            over["encoder_vfm_pretrained"] = self.vfm_pretrained
         over.update(overrides)
         return build_config(preset, dataset=dataset, **over)
 
