@@ -340,3 +340,17 @@ def test_plot_gains_says_pipeline_check():
     assert "PIPELINE CHECK" in ax.get_title()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["Potsdam", "VDD"]
     matplotlib.pyplot.close("all")
+
+
+def test_paper_vs_ours_figure_wraps_methods_into_rows(tmp_path):
+    from alignclip.study.tables import plot_paper_vs_ours
+
+    labels = ["clip", "maskclip", "sclip", "gem", "clearclip"]
+    runs = {(lab, ds): [HALF] for lab in labels for ds in ("potsdam", "vdd")}
+    cmp = paper_comparison(_results(tmp_path, runs, kind="pipeline-check"), "table2_main", labels)
+    fig = plot_paper_vs_ours(cmp, title="t")
+    visible = [ax for ax in fig.axes if ax.get_visible()]
+    assert len(fig.axes) == 8 and len(visible) == 5  # 2 rows of 4, the last 3 panels hidden
+    assert [ax.get_title() for ax in visible] == ["CLIP", "MaskCLIP", "SCLIP", "GEM", "ClearCLIP"]
+    assert fig._suptitle.get_text().endswith("PIPELINE CHECK (random weights)")
+    matplotlib.pyplot.close("all")

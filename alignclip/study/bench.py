@@ -28,6 +28,10 @@ __all__ = [
     "WEIGHTS",
     "bench_frame",
     "check_targets",
+    "load_measured_bench",
+    "measured_summary",
+    "measured_table",
+    "MEASURED_BENCH",
     "cost_note",
     "deterministic_summary",
     "plot_breakdown",
@@ -408,3 +412,75 @@ def cost_note(ctx, weights: str = "random"):
     else:
         text = "**Cost benchmark with the released weights** (CLIP, JBU upsampler, VFMs of the full profile)."
     return Markdown(f"> {text} Absolute times are this machine's; compare the ratios with the paper's.")
+
+
+#: The full-profile benchmark of record on the project's CPU (an ``alignclip bench --random-weights`` JSON shipped
+#: with the package), summarised by :func:`measured_summary` in notebook 09 and the README.
+MEASURED_BENCH = Path(__file__).resolve().parent / "data" / "bench_cpu.json"
+
+
+def load_measured_bench(path: str | Path | None = None) -> dict[str, Any]:
+    """The bench result of record (:data:`MEASURED_BENCH`) or another ``alignclip bench`` JSON."""
+    path = Path(path) if path else MEASURED_BENCH
+    if not path.is_file():
+        raise InputError(f"bench result {path} not found; run `alignclip bench --random-weights --json {path}`")
+    return json.loads(path.read_text())
+
+
+def _ratio_text(rec: dict[str, Any]) -> str:
+    ci = rec.get("ms_ratio_ci")
+    interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+    return f"{rec['ms_ratio']:.2f}×{interval} time, {rec['mem_ratio']:.2f}× memory"
+
+
+def measured_summary(result: dict[str, Any]) -> str:
+    """Markdown bullets of a real-size benchmark, every number read from ``result`` (no number typed by hand)."""
+    env, settings = result["environment"], result["settings"]
+    base = _baseline(result)
+    lines = [
+        f"Measured {'on ' + result['date'] + ' ' if 'date' in result else ''}on {env['device_name']}, {base['precision']}, "
+        f"{'random weights of real size' if base['random_weights'] else 'released weights'}, "
+        f"{settings['size']}² images ({base['n_windows']} windows of 224²), {settings['repeats']} interleaved passes "
+        f"over {settings['images']} image{'s' if settings['images'] != 1 else ''} after {settings['warmup']} warm-up; dense fp32 matmul "
+        f"{result['matmul_gflops']['mean']:.0f} GFLOP/s in the same run:",
+        "",
+        f"- **SegEarth-OV: {base['ms_per_image'] / 1e3:.2f} s per image and {base['peak_mem_mb']:.0f} MB**, "
+        f"{base['gflop_per_image']:.0f} GFLOP executed per image"
+        + (
+            f" ({base['reference_gflop_per_image']:.0f} in the reference algorithm's order, done at "
+            f"{100 * base['reference_efficiency']:.0f} % of the matmul rate)"
+            if base.get("reference_efficiency") is not None
+            else f" at {100 * base['efficiency']:.0f} % of the matmul rate"
+        )
+        + ".",
+    ]
+    for rec in result["presets"]:
+        if rec is base:
+            continue
+        lines.append(
+            f"- `{rec['preset']}`: {rec['ms_per_image'] / 1e3:.2f} s per image, {rec['peak_mem_mb']:.0f} MB; "
+            f"{_ratio_text(rec)} of SegEarth-OV (95 % paired interval), {rec['gflop_ratio']:.2f}× its FLOPs."
+        )
+    targets = result.get("targets") or []
+    if targets:
+        verdicts = "; ".join(
+            f"{t['target']}: {t['met']} ({t['value']:.3g}, threshold {t['threshold']:g})" for t in targets
+        )
+        lines += ["", f"Targets: {verdicts}."]
+    return "\n".join(lines)
+
+
+def measured_table(result: dict[str, Any]) -> str:
+    """A Markdown table of a benchmark (one row per preset; time ratios with their paired 95 % interval)."""
+    rows = [
+        "| preset | s / image | peak MB | GFLOP / image | time vs SegEarth-OV [95 % CI] | memory vs SegEarth-OV |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for rec in result["presets"]:
+        ci = rec.get("ms_ratio_ci")
+        interval = f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else ""
+        rows.append(
+            f"| `{rec['preset']}` | {rec['ms_per_image'] / 1e3:.2f} | {rec['peak_mem_mb']:,.0f} | "
+            f"{rec['gflop_per_image']:,.0f} | {rec['ms_ratio']:.2f}{interval} | {rec['mem_ratio']:.2f} |"
+        )
+    return "\n".join(rows)

@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from alignclip.kinds import PIPELINE_CHECK, REPRODUCTION, combined_kind, labelled
-from alignclip.paper.names import PACKAGE_DATASET, paper_dataset
+from alignclip.paper.names import PACKAGE_DATASET, paper_dataset, paper_method
 from alignclip.paper.tables import load_table
 from alignclip.study.gains import AVG
 
@@ -277,34 +277,34 @@ def plot_gains(claims: pd.DataFrame, paper: pd.DataFrame | None = None, hue: str
 
 
 def plot_plugin(table: pd.DataFrame, title: str = ""):
-    """Average gain of SGA per method: ours with 95 % intervals, Table 10's gains beside them.
+    """Average gain of SGA per method: ours (95 % interval) and, where Table 10 has the method, its gain beside.
 
     Args:
         table: :func:`alignclip.study.gains.plugin_table` output.
         title: figure title.
     """
     import matplotlib.pyplot as plt
-    import seaborn as sns
+    import numpy as np
 
-    ours = table[table["status"] != "reported only"].assign(source="ours", value=lambda d: d["gain"])
-    paper = table[table["status"] == "reported only"].assign(
-        source="paper (reported only)", value=lambda d: d["paper_gain"]
-    )
-    df = pd.concat([ours, paper], ignore_index=True)
-    fig, ax = plt.subplots(figsize=(7.0, 0.45 * len(df) + 1.5))
-    sns.barplot(
-        data=df,
-        y="method",
-        x="value",
-        hue="source",
-        dodge=False,
-        ax=ax,
-        palette=["#1f77b4", "#9e9e9e"][: df["source"].nunique()],
-    )
-    _error_bars(ax, range(len(ours)), ours, value="gain", horizontal=True)
+    names = [paper_method(m) for m in table["method"]]
+    run = (table["status"] != "reported only").to_numpy()
+    y = np.arange(len(table))
+    has_paper = table["paper_gain"].notna().to_numpy()
+    fig, ax = plt.subplots(figsize=(7.0, 0.5 * len(table) + 1.4))
+    h = 0.38
+    ours = table[run]
+    ax.barh(y[run] - h / 2 * has_paper[run], ours["gain"], height=h, color="#1f77b4", label="ours (95 % CI)")
+    _error_bars(ax, y[run] - h / 2 * has_paper[run], ours, value="gain", horizontal=True)
+    if has_paper.any():
+        offset = np.where(run, h / 2, 0.0)[has_paper]
+        ax.barh(
+            y[has_paper] + offset, table["paper_gain"][has_paper], height=h, color="#9e9e9e", label="paper (Table 10)"
+        )
+    ax.set_yticks(y, [n + ("" if r else " (reported only)") for n, r in zip(names, run, strict=True)])
+    ax.invert_yaxis()
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel("average mIoU gain of +SGA (points)")
-    ax.set_ylabel("")
+    ax.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.5, -0.12 - 1.2 / (len(table) + 3)), ncol=2)
     ax.set_title(labelled(title or "SGA as a plug-in", ours["status"]))
     fig.tight_layout()
     return fig

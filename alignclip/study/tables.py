@@ -52,32 +52,40 @@ def paper_comparison(
     return pd.concat(frames, ignore_index=True)
 
 
-def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = ""):
-    """Grouped bars: paper vs ours per dataset (and method), ours with its 95 % bootstrap interval."""
+def plot_paper_vs_ours(comparison: pd.DataFrame, title: str = "", ncols: int = 4):
+    """Small multiples, one panel per method (at most ``ncols`` per row): paper vs ours per dataset, ours with its
+    95 % bootstrap interval; panels titled with the paper's method names, one shared y-axis."""
+    import math
+
     import matplotlib.pyplot as plt
     import seaborn as sns
 
     df = comparison[comparison["dataset"] != "Avg."]
     methods = list(dict.fromkeys(df["method"]))
-    fig, axes = plt.subplots(
-        1, len(methods), figsize=(max(5.0, 3.2 * len(df["dataset"].unique()) / 2), 3.6), squeeze=False, sharey=True
-    )
-    for ax, method in zip(axes[0], methods, strict=True):
+    n_data = len(df["dataset"].unique())
+    ncols = max(1, min(ncols, len(methods)))
+    nrows = math.ceil(len(methods) / ncols)
+    width = max(2.6, 0.42 * n_data + 0.8)  # per panel: room for the dataset labels
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, 2.9 * nrows + 0.6), squeeze=False, sharey=True)
+    handles, labels = [], []
+    for ax, method in zip(axes.flat, methods, strict=False):
         sub = df[df["method"] == method]
         long = sub.melt(id_vars=["dataset"], value_vars=["paper", "ours"], var_name="source", value_name="mIoU")
         sns.barplot(data=long, x="dataset", y="mIoU", hue="source", ax=ax, palette=["#9e9e9e", "#1f77b4"])
         xs = range(len(sub))
         lo = (sub["ours"] - sub["ci_low"].astype(float)).clip(lower=0)
         hi = (sub["ci_high"].astype(float) - sub["ours"]).clip(lower=0)
-        ax.errorbar([x + 0.2 for x in xs], sub["ours"], yerr=[lo, hi], fmt="none", ecolor="black", capsize=3)
-        ax.set_title(method)
-        ax.set_xticks(list(xs), list(sub["dataset"]), rotation=40, ha="right")
+        ax.errorbar([x + 0.2 for x in xs], sub["ours"], yerr=[lo, hi], fmt="none", ecolor="black", capsize=2)
+        ax.set_title(paper_method(method))
+        ax.set_xticks(list(xs), list(sub["dataset"]), rotation=45, ha="right", fontsize=8)
         ax.set_xlabel("")
         handles, labels = ax.get_legend_handles_labels()
         ax.get_legend().remove()
+    for ax in axes.flat[len(methods) :]:
+        ax.set_visible(False)
     fig.suptitle(labelled(title or "paper vs ours", df["kind"]))
     fig.legend(handles, labels, loc="upper right", ncol=2, frameon=False)
-    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return fig
 
 
