@@ -139,5 +139,7 @@ def test_audit_summary_counts_every_finding_and_lists_the_errors():
     n_errors = sum(f["severity"] == "error" for f in findings)
     assert int(counts.set_index("severity").loc["error", "findings"]) == n_errors == len(errors)
     assert "delta:table2_main[AlignCLIP-D, VDD]" in set(errors["finding"])
+    row = errors.set_index("finding").loc["hp-value:AlignCLIP-S:beta:Potsdam"]
+    assert (row["printed"], row["the other cells give"]) == ("48.0", "47.8")  # the paper's precision, as text
     empty_counts, empty_errors = audit_summary([])
     assert empty_counts["findings"].sum() == 0 and empty_errors.empty and list(empty_errors.columns)[0] == "finding"

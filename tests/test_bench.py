@@ -382,3 +382,13 @@ def test_random_weights_reach_a_methods_own_vfm():
     args = _parser().parse_args(["bench", "--random-weights", "--presets", "cass", "segearth-ov", "--json", "b.json"])
     configs = bench_configs_from_args(args)
     assert configs["cass"].encoder_vfm_pretrained == "none" and configs["cass"].pretrained == "none"
+
+
+def test_bench_table_for_readers(result):
+    from alignclip.study import BENCH_HEADERS, bench_table, for_reading
+    from alignclip.study.bench import BENCH_COLUMNS
+
+    table = bench_table(result)
+    assert list(table.columns) == BENCH_COLUMNS and table.loc[0, "ci_low"] == table.loc[0, "ci_high"] == 1.0
+    shown = for_reading(table, headers=BENCH_HEADERS).data
+    assert "time vs first [95 % CI]" in shown.columns and "ci_low" not in shown.columns

@@ -559,7 +559,8 @@ def audit_summary(findings: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
 
     Returns:
         ``(counts, errors)``: one row per severity (``severity``, ``findings``, ``meaning``), and one row per
-        ``"error"`` finding (``finding``, ``tables``, ``printed``, ``the other cells give``, ``why``).
+        ``"error"`` finding (``finding``, which names its table and cell, ``printed``, ``the other cells give``, at
+        the paper's precision, and ``why``).
     """
     severities = [f["severity"] for f in findings]
     counts = pd.DataFrame(
@@ -573,14 +574,22 @@ def audit_summary(findings: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         [
             {
                 "finding": f["id"],
-                "tables": ", ".join(f["tables"]) if isinstance(f["tables"], list) else str(f["tables"]),
-                "printed": f["found"],
-                "the other cells give": f["expected"],
+                "printed": _as_printed(f["found"]),
+                "the other cells give": _as_printed(f["expected"]),
                 "why": f["message"],
             }
             for f in findings
             if f["severity"] == "error"
         ],
-        columns=["finding", "tables", "printed", "the other cells give", "why"],
+        columns=["finding", "printed", "the other cells give", "why"],
     )
     return counts, errors
+
+
+def _as_printed(value) -> str:
+    """A number as the paper prints it (one decimal: ``2.8``, ``48.0``), anything else as its text."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    return str(value)

@@ -43,7 +43,9 @@ from alignclip.study.analysis_figures import (
     separability,
 )
 from alignclip.study.bench import (
+    BENCH_HEADERS,
     bench_frame,
+    bench_table,
     check_targets,
     cost_note,
     deterministic_summary,
@@ -137,7 +139,9 @@ __all__ = [
     "average_checks",
     "average_gains",
     "banner",
+    "BENCH_HEADERS",
     "bench_frame",
+    "bench_table",
     "bootstrap_domain_gap",
     "check_claims",
     "check_compactness",

@@ -26,7 +26,10 @@ __all__ = [
     "SMOKE_GROWTH_SIZES",
     "SMOKE_SIZE",
     "WEIGHTS",
+    "BENCH_COLUMNS",
+    "BENCH_HEADERS",
     "bench_frame",
+    "bench_table",
     "check_targets",
     "load_measured_bench",
     "measured_summary",
@@ -80,6 +83,34 @@ def bench_frame(result: dict[str, Any]) -> pd.DataFrame:
     ]
     frame["ci_low"], frame["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]  # of ms_ratio (paired bootstrap)
     return frame.reindex(columns=FRAME_COLUMNS)  # older files lack the reference fields and the intervals
+
+
+#: The columns of :func:`bench_table` (what a reader compares; the JSON and :func:`bench_frame` keep every field).
+BENCH_COLUMNS = [
+    "preset",
+    "ms_per_image",
+    "peak_mem_mb",
+    "gflop_per_image",
+    "reference_efficiency",
+    "ms_ratio",
+    "ci_low",
+    "ci_high",
+    "mem_ratio",
+]
+BENCH_HEADERS = {
+    "ms_per_image": "ms / image",
+    "peak_mem_mb": "peak MB",
+    "gflop_per_image": "GFLOP / image",
+    "reference_efficiency": "share of matmul rate",
+    "ms_ratio": "time vs first",
+    "mem_ratio": "memory vs first",
+}
+
+
+def bench_table(result: dict[str, Any]) -> pd.DataFrame:
+    """:func:`bench_frame` narrowed to :data:`BENCH_COLUMNS` (the time ratio's paired interval in
+    ``ci_low``/``ci_high``); show it with ``for_reading(..., headers=BENCH_HEADERS)``."""
+    return bench_frame(result)[BENCH_COLUMNS]
 
 
 def _baseline(result: dict[str, Any]) -> dict[str, Any]:
