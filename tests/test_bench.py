@@ -91,9 +91,11 @@ def _parser():
 
 def test_bench_result_has_every_field(result):
     assert [r["preset"] for r in result["presets"]] == ["segearth-ov", "segearth-ov+sga", "segearth-ov+cce"]
+    assert result["presets"][0]["label_agreement"] == 1.0  # the first preset against itself
     for rec in result["presets"]:
         assert RECORD_FIELDS <= set(rec)
         assert len(rec["ms_all"]) == 4 and rec["ms_per_image"] > 0  # 2 images x 2 interleaved passes
+        assert 0.0 <= rec["label_agreement"] <= 1.0
         lo, hi = rec["ms_ratio_ci"]
         assert lo <= hi and (rec["preset"] != "segearth-ov" or lo == hi == 1.0)
         assert rec["n_windows"] == 1 and rec["precision"] == "fp32" and rec["random_weights"]

@@ -81,6 +81,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             "ms_ratio",
             "ms_ratio_ci",
             "mem_ratio",
+            "label_agreement",
         ]
     ]
     print(frame.round(2).to_string(index=False))

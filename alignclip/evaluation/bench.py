@@ -8,6 +8,8 @@ preset alike. Per preset it reports:
   post-processing, labels on the host) over ``repeats`` passes of ``images`` images after ``warmup`` untimed runs,
   every run of every preset interleaved with the others'; on CUDA the device is synchronised before and after each
   image. ``ms_ratio`` (to the first preset) comes with ``ms_ratio_ci``, a paired bootstrap 95 % interval.
+- ``label_agreement``: the share of the first image's pixels given the same label as by the first preset (for
+  ``P`` against ``P:precision=bf16``: the low precision's pixel agreement with fp32, measured in the same run).
 - ``peak_mem_mb`` = ``weights_mb + activation_mb``: the bytes of every model the preset holds (CLIP with its text
   tower, upsampler, VFM) plus the largest rise of memory during one image. CUDA: ``max_memory_allocated`` minus the
   allocation before the image. CPU: the process's peak RSS (``VmHWM``, reset through ``/proc/self/clear_refs``
@@ -256,6 +258,8 @@ def run_bench(
             say(f"  {what} {label}: {ms:.0f} ms, +{act:.0f} MB")
     rate_after = matmul_gflops(device)
     load_after = _load()
+    labels = {label: seg.predict(pics[0], keep_logits=False).labels for label, seg in segs.items()}
+    first_labels = next(iter(labels.values()))
     rate = (rate_before + rate_after) / 2
     records = []
     for label, seg in segs.items():
@@ -289,6 +293,9 @@ def run_bench(
                 n_windows=len(window_boxes(h, w, seg.config.crop, seg.config.stride)),
                 window_batch=seg.window_batch,
                 host_syncs_per_image=host_syncs(seg, pics[0]),
+                # share of pixels of the first image labelled as the first preset labels them (a precision's
+                # agreement with fp32 when the presets differ only in precision)
+                label_agreement=float(np.mean(labels[label] == first_labels)),
                 breakdown_ms=time_breakdown(seg, pics[0]) if breakdown else None,
                 precision={torch.float16: "fp16", torch.bfloat16: "bf16"}.get(seg.autocast_dtype, "fp32"),
                 random_weights=seg.is_random,

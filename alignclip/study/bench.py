@@ -71,6 +71,7 @@ FRAME_COLUMNS = [
     "ci_high",
     "mem_ratio",
     "gflop_ratio",
+    "label_agreement",
 ]
 
 
