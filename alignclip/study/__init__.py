@@ -44,6 +44,8 @@ from alignclip.study.analysis_figures import (
 )
 from alignclip.study.bench import (
     BENCH_HEADERS,
+    GROWTH_COLUMNS,
+    TABLE11_COLUMNS,
     bench_frame,
     bench_table,
     check_targets,
@@ -140,6 +142,8 @@ __all__ = [
     "average_gains",
     "banner",
     "BENCH_HEADERS",
+    "GROWTH_COLUMNS",
+    "TABLE11_COLUMNS",
     "bench_frame",
     "bench_table",
     "bootstrap_domain_gap",

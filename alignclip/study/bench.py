@@ -30,6 +30,8 @@ __all__ = [
     "BENCH_HEADERS",
     "bench_frame",
     "bench_table",
+    "GROWTH_COLUMNS",
+    "TABLE11_COLUMNS",
     "check_targets",
     "load_measured_bench",
     "measured_summary",
@@ -99,6 +101,18 @@ BENCH_COLUMNS = [
     "mem_ratio",
 ]
 BENCH_HEADERS = {
+    "paper_ms": "paper ms",
+    "paper_mem_mb": "paper MB",
+    "paper_ms_ratio": "paper time ratio",
+    "paper_mem_ratio": "paper memory ratio",
+    "ours_ms": "ours ms",
+    "ours_mem_mb": "ours MB",
+    "ours_ms_ratio": "ours time ratio",
+    "ours_mem_ratio": "ours memory ratio",
+    "long_side": "image side (px)",
+    "n_windows": "windows",
+    "ms_per_window": "ms / window",
+    "activation_mb": "working MB",
     "ms_per_image": "ms / image",
     "peak_mem_mb": "peak MB",
     "gflop_per_image": "GFLOP / image",
@@ -106,6 +120,23 @@ BENCH_HEADERS = {
     "ms_ratio": "time vs first",
     "mem_ratio": "memory vs first",
 }
+
+
+#: What notebook 09 shows of :func:`table11_comparison` and of the growth table (the JSON keeps every field).
+TABLE11_COLUMNS = [
+    "method",
+    "paper_ms",
+    "paper_mem_mb",
+    "paper_ms_ratio",
+    "paper_mem_ratio",
+    "ours_ms",
+    "ours_mem_mb",
+    "ours_ms_ratio",
+    "ci_low",
+    "ci_high",
+    "ours_mem_ratio",
+]
+GROWTH_COLUMNS = ["long_side", "n_windows", "ms_per_image", "ms_per_window", "activation_mb", "peak_mem_mb"]
 
 
 def bench_table(result: dict[str, Any]) -> pd.DataFrame:
