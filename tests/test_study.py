@@ -135,6 +135,8 @@ def test_tables_and_claims(results):
     assert set(table[table["method"] == "GEM"]["status"]) == {"reported only"}
     ours = table[(table["method"] == "AlignCLIP-D") & (table["source"] == "ours")]
     assert len(ours) == 1 and ours["Potsdam"].notna().all() and ours["Avg"].isna().all()  # 2 of 8 datasets
+    assert list(ours["status"]) == ["pipeline-check"]  # the run's kind on our row, never on the paper's
+    assert set(table[(table["method"] == "AlignCLIP-D") & (table["source"] == "paper")]["status"]) == {"published"}
     cmp = paper_comparison(results, "table2_main", {"alignclip-d": "AlignCLIP-D"})
     assert set(cmp["kind"]) == {"pipeline-check"}
     # presets find their paper row through alignclip.paper.names (no map written by the caller)

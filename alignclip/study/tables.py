@@ -94,7 +94,8 @@ def main_table(
 ) -> pd.DataFrame:
     """Wide table in the paper's row order: ``paper`` and ``ours`` mIoU per dataset and average.
 
-    Paper rows with no run of ours keep the paper's numbers, marked ``reported only``.
+    ``status``: ``published`` on the paper's rows, the run's kind on ours; a paper row with no run of ours keeps the
+    paper's numbers, marked ``reported only``.
     """
     label_to_paper = label_to_paper or PAPER_METHOD
     paper_to_label = {v: k for k, v in label_to_paper.items()}
@@ -106,10 +107,11 @@ def main_table(
         label = paper_to_label.get(method)
         sub = results[results["label"] == label] if label else results.iloc[0:0]
         ours = {paper_dataset(d): m for d, m in zip(sub["dataset"], sub["miou"], strict=True)}
-        status = "reported only" if sub.empty else combined_kind(sub["kind"])
         for source in ("paper", "ours"):
             if source == "ours" and sub.empty:
                 continue
+            # the paper's row is what it published; ours carries the run's kind (reproduction or pipeline check)
+            status = "reported only" if sub.empty else "published" if source == "paper" else combined_kind(sub["kind"])
             values = {d: (float(prow[d]) if source == "paper" else ours.get(d)) for d in datasets}
             present = [v for v in values.values() if v is not None]
             values["Avg"] = (
