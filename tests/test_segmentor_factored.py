@@ -25,7 +25,7 @@ def test_factored_logits_equal_dense_logits(preset, sga_source, monkeypatch):
     )
     image = np.random.default_rng(0).integers(0, 256, size=(96, 130, 3), dtype=np.uint8)
     crops = torch.randn(2, 3, 64, 64)
-    x, patch, _ = seg._encode(crops)
+    x, patch, _, _ = seg._encode(crops)
     with torch.inference_mode():
         assert isinstance(seg._upsample(patch, x, factored=True), FactoredFeatures)
     factored = seg.predict(image)

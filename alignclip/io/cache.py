@@ -44,7 +44,7 @@ def cached_file_sha256(path: str | os.PathLike) -> str:
         text = entry.read_text().strip()
         if len(text) == 64 and all(c in "0123456789abcdef" for c in text):
             return text
-    except OSError:
+    except OSError:  # no entry yet (or an unreadable one): hash the file
         pass
     digest = file_sha256(real)
     try:

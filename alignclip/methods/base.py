@@ -71,14 +71,15 @@ class Encoder:
             CLIP's patch size p. No host reads (``.item()``, ``.cpu()``, Python numbers from tensors) inside. It may
             return a third tensor ``[B, D, H/p, W/p]`` (or None): the patch features SGA takes its prototypes from
             when they are not ``patch`` (a method with several feature paths; its choice is a switch of its own).
-        adjust_text: optional ``(ctx, patch [B, D, h, w], text [B, Q, D]) -> [B, Q, D]``, applied to the text
-            embeddings per window after SGA (None: the text is left as it is).
+        adjust_text: optional ``(ctx, patch [B, D, h, w], cls [B, D], text [B, Q, D]) -> [B, Q, D]``, applied to
+            the text embeddings per window after SGA, with the patch and CLS features ``encode`` gave (None: the
+            text is left as it is).
         check: optional ``(config) -> None`` raising a one-line ConfigError for a bad value of the method's fields.
         uses_vfm: whether the method needs ``encoder_vfm`` (a preset's default names one).
     """
 
     encode: Callable[[EncoderContext, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
-    adjust_text: Callable[[EncoderContext, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+    adjust_text: Callable[[EncoderContext, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     check: Callable[[Any], None] | None = None
     uses_vfm: bool = False
 

@@ -189,26 +189,26 @@ def encode(ctx: EncoderContext, images: torch.Tensor) -> tuple[torch.Tensor, tor
     o = (weights.to(v.dtype) @ v).transpose(1, 2).reshape(b, h * w, width)
     o = visual.ln_post(attn.out_proj(o))  # no residual, no FFN (arch='reduced')
     patch = o @ visual.proj if visual.proj is not None else o
-    ctx.cass_global = F.normalize(_global_embedding(ctx, window_cls).float(), dim=-1)  # read by adjust_text
-    return patch.transpose(1, 2).reshape(b, -1, h, w), ctx.cass_global
+    global_cls = F.normalize(_global_embedding(ctx, window_cls).float(), dim=-1)  # the CLS adjust_text receives
+    return patch.transpose(1, 2).reshape(b, -1, h, w), global_cls
 
 
-def adjust_text(ctx: EncoderContext, patch: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+def adjust_text(ctx: EncoderContext, patch: torch.Tensor, cls: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     """Object-presence text per window, scaled by ``1 - cls_token_lambda`` (see the module docstring).
 
-    Reads the windows' normalised global CLS embeddings that :func:`encode` of the same batch left in
-    ``ctx.cass_global`` (the pipeline's ``adjust_text`` does not receive them). The clusters and the class choice
+    ``cls`` is the windows' global CLS embedding that :func:`encode` returned. The clusters and the class choice
     use the original text ``ctx.text``, as the authors' ``query_features``; the adjusted rows are those of ``text``.
 
     Args:
         patch: ``[B, D, h, w]`` CASS's patch features of the windows.
+        cls: ``[B, D]`` their global CLS embedding (L2-normalised by :func:`encode`).
         text: ``[B, Q, D]`` the text embeddings (after SGA when it is on).
 
     Returns:
         ``[B, Q, D]``.
     """
     c = ctx.config
-    global_sim = ctx.cass_global @ ctx.text.T  # [B, Q], the original text as the authors' query_features
+    global_sim = F.normalize(cls, dim=-1) @ ctx.text.T  # [B, Q], the original text as the authors' query_features
     clusters = ward_clusters(ctx.text, c.cass_cluster_threshold)
     adjusted = object_context_text(
         text, patch.flatten(2).transpose(1, 2), global_sim, clusters, c.cass_text_weight, c.cass_top_k

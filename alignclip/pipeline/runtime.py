@@ -162,8 +162,7 @@ def check_image_size(config: SegmentorConfig, height: int, width: int, patch_siz
 def cached_model(key: tuple, build: Callable[[], Any]) -> Any:
     """The model stored under ``key``, built by ``build()`` on first use (at most :data:`MODEL_CACHE_SIZE`)."""
     if key not in _MODELS:
-        kind, name, weights = (list(key) + ["", "", ""])[:3]
-        log.info("loading %s %s (weights: %s)", str(kind).upper(), name, weights)
+        log.info("loading %s %s (weights: %s)", str(key[0]).upper(), key[1], key[2])  # (kind, name, weights, ...)
         if len(_MODELS) >= MODEL_CACHE_SIZE:
             _MODELS.pop(next(iter(_MODELS)))
         _MODELS[key] = build()

@@ -128,7 +128,6 @@ class Segmentor:
         self.encoder_context = EncoderContext(
             clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds
         )
-        self._sga_features: torch.Tensor | None = None  # an encoder's own SGA source of the last batch
         #: seconds spent building: ``models`` (CLIP, upsampler, VFMs; 0 when reused) and ``text`` (encoding or cache)
         self.build_seconds = {
             "models": (text_start - start) + (time.perf_counter() - text_end),
@@ -142,13 +141,7 @@ class Segmentor:
     @property
     def is_random(self) -> bool:
         """True when any model in the pipeline has random weights (results are pipeline checks)."""
-        c = self.config
-        random_up = c.upsampler != "none" and c.upsampler_ckpt in (None, "none")
-        random_vfm = c.cce and (c.vfm_pretrained == "none" or c.vfm.startswith("tiny"))
-        random_encoder_vfm = self.encoder_vfm is not None and (
-            c.encoder_vfm_pretrained == "none" or c.encoder_vfm.startswith("tiny")
-        )
-        return self.clip.is_random or random_up or random_vfm or random_encoder_vfm
+        return "random" in self.weights_identity().values()
 
     def weights_identity(self) -> dict[str, str]:
         """What weights every model uses (for provenance)."""
@@ -158,15 +151,14 @@ class Segmentor:
             if c.upsampler == "none"
             else (c.upsampler_ckpt if c.upsampler_ckpt not in (None, "none") else "random")
         )
-        vfm = (
-            "none"
-            if not c.cce
-            else ("random" if c.vfm_pretrained == "none" or c.vfm.startswith("tiny") else f"{c.vfm}:{c.vfm_pretrained}")
-        )
+
+        def vfm_identity(name: str, pretrained: str) -> str:
+            return "random" if pretrained == "none" or name.startswith("tiny") else f"{name}:{pretrained}"
+
+        vfm = vfm_identity(c.vfm, c.vfm_pretrained) if c.cce else "none"
         identity = {"clip": self.clip.weights_id, "clip_activation": self.clip.activation, "upsampler": up, "vfm": vfm}
         if self.encoder_vfm is not None:
-            random_enc = c.encoder_vfm_pretrained == "none" or c.encoder_vfm.startswith("tiny")
-            identity["encoder_vfm"] = "random" if random_enc else f"{c.encoder_vfm}:{c.encoder_vfm_pretrained}"
+            identity["encoder_vfm"] = vfm_identity(c.encoder_vfm, c.encoder_vfm_pretrained)
         return identity
 
     @contextlib.contextmanager
@@ -222,15 +214,13 @@ class Segmentor:
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)  # [3, H, W] uint8
         return lambda y1, y2, x1, x2: (pixels[:, y1:y2, x1:x2].float() - self._mean) / self._std
 
-    def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``).
-
-        The patch features SGA takes its prototypes from, when an encoder gives other ones than ``patch``, are kept
-        in ``self._sga_features`` (None: ``patch``) for the same batch."""
+    def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``, the patch
+        features SGA takes its prototypes from ``[B, D, h, w]``: ``patch`` unless an encoder gives its own)."""
         c = self.config
         left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
         x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
-        self._sga_features = None
+        sga = None
         with self._autocast():
             if self.encoder is None:
                 patch, cls = dense_features(
@@ -239,9 +229,9 @@ class Segmentor:
             else:
                 out = self.encoder.encode(self.encoder_context, x)
                 patch, cls = out[0], out[1]
-                if len(out) > 2 and out[2] is not None:
-                    self._sga_features = out[2].float()
-        return x, patch.float(), cls.float()
+                sga = out[2] if len(out) > 2 else None
+        patch = patch.float()
+        return x, patch, cls.float(), patch if sga is None else sga.float()
 
     def _upsample(
         self, patch: torch.Tensor, x: torch.Tensor, factored: bool = False
@@ -259,12 +249,13 @@ class Segmentor:
         return up
 
     def _aligned_text(self, patch: torch.Tensor, up: torch.Tensor | FactoredFeatures | None) -> torch.Tensor:
-        """SGA per window: ``[B, Q, D]`` (Eq. 5-7), or T expanded when SGA is off."""
+        """SGA per window: ``[B, Q, D]`` (Eq. 5-7) from ``patch``, the SGA source of :meth:`_encode`, or from ``up``
+        (``sga_source="upsampled"``); T expanded when SGA is off."""
         c = self.config
         t = self.text_embeds
         if not c.sga:
             return t.expand(patch.shape[0], -1, -1)
-        src = up if c.sga_source == "upsampled" else patch if self._sga_features is None else self._sga_features
+        src = up if c.sga_source == "upsampled" else patch
         if isinstance(src, FactoredFeatures):
             src = src.dense()
         if src is None:
@@ -318,11 +309,11 @@ class Segmentor:
         """
         c = self.config
         h, w = crops.shape[-2:]
-        x, patch, cls = self._encode(crops)
+        x, patch, cls, sga_source = self._encode(crops)
         up = self._upsample(patch, x, factored=True)
-        t = self._aligned_text(patch, up) if text is None else text.expand(patch.shape[0], -1, -1)
+        t = self._aligned_text(sga_source, up) if text is None else text.expand(patch.shape[0], -1, -1)
         if self.encoder is not None and self.encoder.adjust_text is not None:
-            t = self.encoder.adjust_text(self.encoder_context, patch, t)  # after SGA (CASS's text adjustment)
+            t = self.encoder.adjust_text(self.encoder_context, patch, cls, t)  # after SGA (CASS's text adjustment)
         s_patch = patch_logits(patch, t)  # S' (Eq. 8)
         if up is not None:
             logits = cosine_logits(up, t)  # S_up (Eq. 13)
@@ -352,9 +343,8 @@ class Segmentor:
         c = self.config
         best_sim, best_feat = None, None
         for _, crops in window_batches(boxes, self.window_batch, region):
-            x, patch, _ = self._encode(crops)
-            own = patch if self._sga_features is None else self._sga_features
-            src = self._upsample(patch, x) if c.sga_source == "upsampled" else own
+            x, patch, _, sga_source = self._encode(crops)
+            src = self._upsample(patch, x) if c.sga_source == "upsampled" else sga_source
             raw = src.flatten(2).transpose(1, 2).reshape(-1, src.shape[1])  # [B*N, D]
             f = F.normalize(raw, dim=-1)
             sim = self.text_embeds @ f.T  # [Q, B*N]
@@ -385,7 +375,7 @@ class Segmentor:
 
     @staticmethod
     def _whole_image(region: Region, height: int, width: int) -> Callable[[], torch.Tensor]:
-        """A new callable giving the whole normalised image ``[1, 3, H, W]``, downsampled (bilinear) to a long side of
+        """A new callable giving the whole normalised image ``[1, 3, H, W]``, downsampled (area average) to a long side of
         :data:`~alignclip.methods.base.IMAGE_CONTEXT_SIDE` when larger, band by band so memory stays bounded."""
 
         def image() -> torch.Tensor:
