@@ -8,7 +8,13 @@ Writes, from the package's own deterministic random models (so the tests rebuild
   authors' vendored copies of it read (``build_model`` infers the heads as width // 64);
 - ``dino_tiny_b8.pth`` / ``dino_tiny_b16.pth``: the ``tiny_dino_b8`` / ``tiny_dino_b16`` VFMs (DINO's ViT layout:
   embed 128, depth 12, 2 heads, patch 8 / 16) with DINO's key names (timm's ViT uses the same ones);
-- ``weights.json``: each file's tensor digest (:func:`state_digest`), which the parity tests check.
+- ``sam_tiny_1024.pth``: the ``tiny_sam_1024`` VFM (SAM's image encoder at its native 1024², patch 16, embed 96,
+  depth 2, 12 heads, window 14, last block global) in segment_anything's ``ImageEncoderViT`` key layout (timm's
+  ``mlp.fc1``/``mlp.fc2`` are its ``mlp.lin1``/``mlp.lin2``); its digest is that of the package's (timm) state dict;
+- ``weights.json``: each file's tensor digest (:func:`state_digest`) and per-tensor moments (L1 and squared L2
+  norms), which the parity tests check: the exact digest, or the moments within 1e-5 (the tiny VFMs' truncated-normal
+  initialisation goes through a vectorised ``erfinv`` whose last bits differ between CPU instruction sets, AVX2 and
+  AVX-512, so the same seed gives weights equal to the last ulp only on the same kind of CPU).
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from alignclip.models.vfm import create_vfm
 
 CLIP_NAME = "tiny-b16"
 VFMS = {"dino_tiny_b8.pth": "tiny_dino_b8", "dino_tiny_b16.pth": "tiny_dino_b16"}
+SAMS = {"sam_tiny_1024.pth": "tiny_sam_1024"}  # written in segment_anything's ImageEncoderViT layout
 
 
 def clip_state() -> dict[str, torch.Tensor]:
@@ -34,19 +41,38 @@ def vfm_state(name: str) -> dict[str, torch.Tensor]:
     return {k: v.clone() for k, v in create_vfm(name, "none").model.state_dict().items()}
 
 
+def sam_encoder_state(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A timm SAM state dict in segment_anything's ``ImageEncoderViT`` key layout (only the MLP names differ)."""
+    return {k.replace(".mlp.fc1.", ".mlp.lin1.").replace(".mlp.fc2.", ".mlp.lin2."): v for k, v in state.items()}
+
+
+def state_moments(state: dict[str, torch.Tensor]) -> dict[str, list[float]]:
+    """``{tensor name: [L1 norm, squared L2 norm]}`` in float64 (machine-independent to ~1e-7 relative)."""
+    return {
+        k: [float(v.double().abs().sum()), float(v.double().square().sum())]
+        for k, v in sorted(state.items())
+        if v.is_floating_point()
+    }
+
+
+def entry(model: str, state: dict[str, torch.Tensor]) -> dict:
+    return {"package_model": model, "digest": state_digest(state), "moments": state_moments(state)}
+
+
 def main(out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
     digests = {}
     state = clip_state()
     torch.save(state, out / "clip_tiny_b16.pt")
-    digests["clip_tiny_b16.pt"] = {
-        "package_model": f"create_clip('{CLIP_NAME}', 'none')",
-        "digest": state_digest(state),
-    }
+    digests["clip_tiny_b16.pt"] = entry(f"create_clip('{CLIP_NAME}', 'none')", state)
     for file, name in VFMS.items():
         state = vfm_state(name)
         torch.save(state, out / file)
-        digests[file] = {"package_model": f"create_vfm('{name}', 'none')", "digest": state_digest(state)}
+        digests[file] = entry(f"create_vfm('{name}', 'none')", state)
+    for file, name in SAMS.items():
+        state = vfm_state(name)
+        torch.save(sam_encoder_state(state), out / file)
+        digests[file] = entry(f"create_vfm('{name}', 'none')", state)
     (out / "weights.json").write_text(json.dumps(digests, indent=2) + "\n")
     print(f"wrote {', '.join(digests)} to {out}")
 

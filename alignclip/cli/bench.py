@@ -31,7 +31,8 @@ def bench_configs_from_args(args: argparse.Namespace) -> dict:
         ns.preset = preset
         config = config_from_args(ns)
         if args.random_weights and "encoder_vfm_pretrained" not in extra:
-            config = config.replace(encoder_vfm_pretrained="none")  # a method's own VFM (ProxyCLIP, CASS) too
+            # a method's own VFMs (ProxyCLIP, CASS; Trident's SAM) too
+            config = config.replace(encoder_vfm_pretrained="none", trident_sam_pretrained="none")
         configs[spec] = config.replace(**extra)
     return configs
 

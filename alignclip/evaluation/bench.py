@@ -79,7 +79,13 @@ DEFAULT_PRESETS = ("segearth-ov", "segearth-ov+sga", "segearth-ov+cce", "aligncl
 #: Six Potsdam-like classes (one with a synonym): the number of queries, not the names, sets the cost.
 DEFAULT_CLASSES = ("road,parking lot", "building", "low vegetation", "tree", "car", "clutter")
 GROWTH_SIZES = (448, 896, 1792, 3584)
-RANDOM_WEIGHTS = dict(pretrained="none", upsampler_ckpt="none", vfm_pretrained="none", encoder_vfm_pretrained="none")
+RANDOM_WEIGHTS = dict(
+    pretrained="none",
+    upsampler_ckpt="none",
+    vfm_pretrained="none",
+    encoder_vfm_pretrained="none",
+    trident_sam_pretrained="none",
+)
 _MB = 2.0**20
 
 
@@ -118,7 +124,8 @@ def bench_images(n: int, height: int, width: int | None = None, seed: int = 0) -
 def bench_configs(
     presets: Sequence[str], *, smoke: bool = False, random_weights: bool = False, **overrides: Any
 ) -> dict[str, SegmentorConfig]:
-    """``{preset spec: config}``; ``random_weights`` sets pretrained/upsampler_ckpt/vfm_pretrained/encoder_vfm_pretrained to none.
+    """``{preset spec: config}``; ``random_weights`` sets pretrained/upsampler_ckpt/vfm_pretrained/encoder_vfm_pretrained
+    (and Trident's trident_sam_pretrained) to none.
 
     With ``smoke``, presets whose VFM is SAM get the tiny SAM-layout model (``tiny_sam``) instead of ``tiny``.
     """

@@ -9,6 +9,7 @@ from alignclip.methods import (
     cass,
     clearclip,
     clip,
+    corrclip,
     gem,
     maskclip,
     naclip,
@@ -17,6 +18,7 @@ from alignclip.methods import (
     sc_clip,
     sclip,
     segearth_ov,
+    trident,
 )
 from alignclip.methods.alignclip import ALIGNCLIP_D, ALIGNCLIP_S
 from alignclip.methods.base import BASELINE_PROTOCOL, Encoder, EncoderContext, Method
@@ -36,6 +38,8 @@ METHODS: dict[str, Method] = {
         proxyclip.METHOD,
         cass.METHOD,
         sc_clip.METHOD,
+        trident.METHOD,
+        corrclip.METHOD,
         segearth_ov.METHOD,
         ALIGNCLIP_D,
         ALIGNCLIP_S,

@@ -10,7 +10,10 @@ An encoder replaces CLIP's dense-feature step of each window (``Segmentor._encod
 padded windows and an :class:`EncoderContext` (CLIP, the method's own VFM, the configuration, the text embeddings)
 and returns patch features ``[B, D, h, w]`` (on CLIP's patch grid) and CLS features ``[B, D]``. Everything after
 it is the shared pipeline: SGA (from these patch features), cosine logits, the upsampler, CCE, the CLS term and
-the sliding-window average. A method that also changes the text per window (CASS) gives ``adjust_text``.
+the sliding-window average. A method that also changes the text per window (CASS) gives ``adjust_text``. A method
+whose windows are its own business (Trident: spliced into one map and aggregated over the image) gives
+``encode_image`` (whole-image features) instead; one that needs a VFM besides ``encoder_vfm`` names it in
+``extra_vfms`` (the context holds it in ``vfms``).
 """
 
 from __future__ import annotations
@@ -53,6 +56,8 @@ class EncoderContext:
             tile whose long side exceeds :data:`IMAGE_CONTEXT_SIDE` is downsampled to it), computed on demand; a new
             callable per image, so an encoder may cache what it derives from it by the callable's identity (CASS's
             image-level CLS). None outside :meth:`~alignclip.pipeline.segmentor.Segmentor.predict`.
+        vfms: the further VFMs the encoder names in :attr:`Encoder.extra_vfms`, by their keys (Trident's SAM), built
+            once per segmentor through :func:`~alignclip.models.vfm.create_vfm`; empty when it names none.
     """
 
     clip: ClipBundle
@@ -60,6 +65,7 @@ class EncoderContext:
     config: Any
     text: torch.Tensor
     image: Callable[[], torch.Tensor] | None = None
+    vfms: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -76,12 +82,29 @@ class Encoder:
             text is left as it is).
         check: optional ``(config) -> None`` raising a one-line ConfigError for a bad value of the method's fields.
         uses_vfm: whether the method needs ``encoder_vfm`` (a preset's default names one).
+        correct_labels: optional ``(ctx, labels [H0, W0] int array) -> labels``, applied to the final label map of
+            :meth:`~alignclip.pipeline.segmentor.Segmentor.predict` (CorrCLIP's map correction); host reads allowed.
+        extra_vfms: optional ``(config) -> {key: (vfm name, pretrained)}``, VFMs the method needs besides
+            ``encoder_vfm`` (Trident's SAM); the segmentor builds each once and gives it as ``ctx.vfms[key]``.
+        encode_image: optional ``(ctx) -> [1, D, h, w]``, features of the whole image (``ctx.image()``) on a grid
+            covering it, for a method whose windows are its own business (Trident splices them into one map and
+            aggregates it over the image). When given, the pipeline runs no windows through ``encode``: it takes the
+            cosine logits of these features (with SGA, over the image's features, when on) and resizes them bilinearly
+            to the image; the per-window stages (upsampler, CCE, CLS term) do not apply (``check`` rejects them). No
+            host reads inside.
+        stages: ``(stage, owner, attribute)`` of the method's own costly steps, for
+            :meth:`~alignclip.pipeline.segmentor.Segmentor.instrumented` to time them apart (CorrCLIP's mask
+            generation: ``("masks", its module, "generate_masks")``; a module's function is put back afterwards).
     """
 
     encode: Callable[[EncoderContext, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
     adjust_text: Callable[[EncoderContext, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None
     check: Callable[[Any], None] | None = None
     uses_vfm: bool = False
+    correct_labels: Callable[[EncoderContext, Any], Any] | None = None
+    extra_vfms: Callable[[Any], Mapping[str, tuple[str, str]]] | None = None
+    encode_image: Callable[[EncoderContext], torch.Tensor] | None = None
+    stages: tuple[tuple[str, Any, str], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,9 @@ Names (``list_vfms()``):
 - ``tiny`` / ``tiny_sam``: tiny random models with the same layouts for tests (embed 64, depth 2,
   4 heads, patch 16; ``tiny_sam`` has native size 224 and window 7); ``tiny_dino_b8`` / ``tiny_dino_b16``
   (architecture files: embed 128, depth 12, 2 heads of 64, DINO's position-embedding interpolation) stand in for
-  DINO ViT-B/8 and B/16 in the parity tests. They have no published weights: ``pretrained="default"`` gives
-  random weights, drawn from ``seed``.
+  DINO ViT-B/8 and B/16 in the parity tests; ``tiny_sam_1024`` (an architecture file: SAM's layout at its native
+  1024², embed 96, depth 2, 12 heads, last block global) stands in for SAM ViT-B in Trident's. They have no published
+  weights: ``pretrained="default"`` gives random weights, drawn from ``seed``.
 
 Every model accepts any input whose sides are multiples of its patch size. At a size other than its
 native one, SAM's absolute position embedding is resampled (bicubic) and its relative position
@@ -294,6 +295,22 @@ class VFM(nn.Module):
         if self.family == "sam" and attn.use_rel_pos:
             logits = logits + get_decomposed_rel_pos_bias(q, attn.rel_pos_h, attn.rel_pos_w, grid, grid).float()
         return logits.softmax(dim=-1)
+
+    @torch.no_grad()
+    def last_block_qkv(self, images: Tensor) -> tuple[Tensor, tuple[int, int]]:
+        """The last block's q, k, v projections of its normalised input ``[B, T, 3, heads, head_dim]`` and the patch
+        grid, for a method that needs each head's attention and values (Trident's SAM; :meth:`head_attention`).
+
+        Args:
+            images: VFM-normalised images [B, 3, H, W], sides multiples of ``patch_size``.
+        """
+        _, normed = self._run(images)
+        return self._qkv(normed), self.grid_size(*images.shape[-2:])
+
+    def head_attention(self, qkv: Tensor, grid: tuple[int, int], head: int) -> Tensor:
+        """Softmax attention ``[B, T, T]`` (float32) of one head of the last block, from :meth:`last_block_qkv`'s
+        projections (SAM's relative position bias included), over all T tokens."""
+        return self._head_attention(qkv, grid, head)
 
     @torch.no_grad()
     def attention_per_head(self, images: Tensor) -> Tensor:

@@ -7,7 +7,8 @@ A VFM is named in one of three ways (:func:`resolve_vfm`):
   from the model class (timm ``VisionTransformer`` or ``VisionTransformerSAM``);
 - an architecture file: a small JSON ``{"family": "vit", "args": {...timm VisionTransformer arguments...},
   "mean": [...], "std": [...], "pos_embed": "dino"}`` (a path ending in ``.json``, or the stem of one of the
-  package's files in ``configs/vfm``: ``tiny_dino_b8``, ``tiny_dino_b16``), for tiny random models of any patch size.
+  package's files in ``configs/vfm``: ``tiny_dino_b8``, ``tiny_dino_b16``, ``tiny_sam_1024``), for tiny random models
+  of any patch size; ``args`` may hold ``norm_eps`` (the LayerNorms' epsilon).
 
 ``build_timm_model`` creates a timm model with default (Hugging Face cache, never downloaded in offline mode),
 random or local-file weights; ``build_tiny_model`` makes the tiny random test models.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -128,10 +130,18 @@ def build_tiny_model(family: str, args: dict[str, Any] | None = None) -> nn.Modu
     if args:
         cls = VisionTransformer if family == "vit" else VisionTransformerSAM
         extra = dict(num_classes=0, dynamic_img_size=True) if family == "vit" else dict(num_classes=0)
+        args = dict(args)
+        if "norm_eps" in args:  # LayerNorm epsilon (SAM's and DINO's code: 1e-6; timm's class default: 1e-5)
+            extra["norm_layer"] = partial(nn.LayerNorm, eps=float(args.pop("norm_eps")))
         try:
-            return cls(**{**extra, **args})
+            model = cls(**{**extra, **args})
         except TypeError as err:
             raise ConfigError(f"VFM architecture arguments do not fit timm {cls.__name__}: {err}") from None
+        if family == "sam" and getattr(model.blocks[0].attn, "use_rel_pos", False):  # drawn as tiny_sam's below
+            for block in model.blocks:
+                nn.init.normal_(block.attn.rel_pos_h, std=0.5)
+                nn.init.normal_(block.attn.rel_pos_w, std=0.5)
+        return model
     if family == "vit":
         return VisionTransformer(
             img_size=224,

@@ -72,6 +72,8 @@ TABLE11_ROWS: dict[str, str] = {
     "alignclip-d": "AlignCLIP-D",
     "segearth-ov+cce:vfm=sam_vitb": "SAM +CCE",
     "alignclip-s": "AlignCLIP-S",
+    "trident": "Trident",
+    "corrclip": "CorrCLIP",
 }
 #: Preset -> the variant name of Tables 6-9.
 VARIANT_ROWS: dict[str, str] = {"alignclip-d": "AlignCLIP-D", "alignclip-s": "AlignCLIP-S"}

@@ -191,6 +191,31 @@ class SegmentorConfig:
     cass_cluster_threshold: float = 0.09  # Ward cut of the class clusters (their Context-59/60 h_threshold: 0.09)
     cass_top_k: int = 2  # patches averaged into a class's object vector (their topk k: 2)
     cass_global_scope: str = "image"  # CLS of the global term: the whole "image"'s (theirs), or each "window"'s
+    # --- CorrCLIP (alignclip.methods.corrclip; region masks from alignclip.models.masks)
+    corrclip_mask_generator: str = "sam2"  # "sam2" (theirs: SAM 2's automatic masks) or "tiny" (test stand-in)
+    corrclip_sam2_config: str = "configs/sam2/sam2_hiera_l.yaml"  # build_sam2's config (theirs: sam2_hiera_l.yaml)
+    corrclip_sam2_checkpoint: str = "sam2_hiera_large.pt"  # local SAM 2 checkpoint file (theirs: Hiera-L)
+    corrclip_points_per_side: int = 8  # SAM 2 generator's point grid (their code: 8)
+    corrclip_pred_iou_thresh: float = 0.4  # SAM 2 generator's predicted-IoU threshold (their code: 0.4)
+    corrclip_stability_score_thresh: float = 0.4  # SAM 2 generator's stability threshold (their code: 0.4)
+    corrclip_mask_scope: str = "image"  # masks of the whole "image" cropped per window (theirs) or each "window"'s
+    corrclip_mask_cache: bool = True  # keep SAM 2's label map per image on disk (<cache root>/masks/)
+    corrclip_max_regions: int = 128  # static region slots per window (ranks beyond share the last; SAM 2 gives <= 66)
+    corrclip_merge_eps: float = 0.2  # mask merging: DBSCAN radius on 1 - cosine of region means (their EPS: 0.2)
+    corrclip_tau: float = 4.0  # temperature of the region-restricted DINO correlations (their TAU: 4)
+    corrclip_spatial_weight: float = 1.0  # weight of the spatial branch (their ALPHA: 1.0)
+    corrclip_semantic_weight: float = 0.5  # weight of the semantic (region-token) branch (their BETA: 0.5)
+    corrclip_spatial_layers: int | None = None  # middle blocks averaged by the spatial branch (None: 5 of 12, theirs)
+    corrclip_map_correction: bool = True  # majority class inside each mask after the argmax (their map correction)
+    # --- Trident (alignclip.methods.trident); its DINO is encoder_vfm (their torch.hub dino_vitb16)
+    trident_sam: str = "sam_vitb"  # SAM whose last attention aggregates the spliced map (their sam_model_type: vit_b)
+    trident_sam_pretrained: str = "default"  # as vfm_pretrained (their sam_vit_b_01ec64.pth is timm's samvit_b sa1b)
+    trident_beta: float = 1.2  # β of the proxy attention, masked below β·mean over all windows (their beta: 1.2)
+    trident_gamma: float = 3.0  # γ, scale of the proxy attention's similarities (their gamma: 3.0)
+    trident_cos_fac: float = (
+        1.2  # SAM attention kept where the values' cosine > cos_fac × its mean (their cos_fac: 1.2)
+    )
+    trident_refine_neg_cos: bool = True  # keep negative thresholds as they are (theirs: True); False: 0.6 instead
     # --- runtime
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     precision: str = "auto"  # "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "fp16", "bf16"
@@ -363,7 +388,13 @@ TABLE6: dict[str, dict[str, dict[str, float]]] = {
 
 #: Smoke profile: the tiny random CLIP, random upsampler and tiny VFM (pipeline checks on CPU, no downloads).
 SMOKE_OVERRIDES: dict[str, Any] = dict(
-    backbone="tiny", pretrained="none", upsampler_ckpt="none", vfm="tiny", vfm_pretrained="none", device="cpu"
+    backbone="tiny",
+    pretrained="none",
+    upsampler_ckpt="none",
+    vfm="tiny",
+    vfm_pretrained="none",
+    device="cpu",
+    corrclip_mask_generator="tiny",  # CorrCLIP's regions from the deterministic stand-in (no SAM 2 weights)
 )
 
 
@@ -426,5 +457,8 @@ def build_config(
         encoder_vfm = str(fields_.get("encoder_vfm", SegmentorConfig.encoder_vfm))
         if encoder_vfm != "none":
             fields_.update(encoder_vfm=tiny_stand_in(encoder_vfm), encoder_vfm_pretrained="none")
+        if fields_.get("encoder") == "trident":  # Trident's second VFM (its SAM): the tiny stand-in as well
+            sam_name = str(fields_.get("trident_sam", SegmentorConfig.trident_sam))
+            fields_.update(trident_sam=tiny_stand_in(sam_name), trident_sam_pretrained="none")
     fields_.update(overrides)
     return SegmentorConfig(**fields_)

@@ -5,7 +5,9 @@ Per image: resize (long side 448, OpenCV bilinear as the baseline) → windows i
 embeddings aligned by SGA (Eq. 5-8) → upsampled logits S_up (Eq. 13, from the factored upsampler output) →
 CCE-refined patch logits fused with S_up (Eq. 9-14) → CLS bias term → logits accumulated in bands of rows and
 count-averaged → bilinear resize to the input size (in row strips) → softmax, synonyms, threshold, argmax. Without
-resize and with ``keep_logits=False`` each finished band becomes labels at once (bounded memory).
+resize and with ``keep_logits=False`` each finished band becomes labels at once (bounded memory). An encoder of whole
+images (:attr:`~alignclip.methods.base.Encoder.encode_image`, Trident) replaces the window loop: the cosine logits of
+its features (SGA over them when on) are resized bilinearly to the image, band by band.
 """
 
 from __future__ import annotations
@@ -125,8 +127,18 @@ class Segmentor:
             if config.encoder_vfm != "none" and self.encoder is not None and self.encoder.uses_vfm
             else None
         )
+        extra = self.encoder.extra_vfms(config) if self.encoder is not None and self.encoder.extra_vfms else {}
+        #: ``{key: (name, pretrained)}`` of the encoder's further VFMs (:attr:`Encoder.extra_vfms`), built once each
+        self.extra_vfm_names = dict(extra)
+        vfms = {
+            key: cached_model(
+                ("vfm", name, pretrained, str(self.device)),
+                lambda name=name, pretrained=pretrained: create_vfm(name, pretrained, self.device),
+            )
+            for key, (name, pretrained) in extra.items()
+        }
         self.encoder_context = EncoderContext(
-            clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds
+            clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds, vfms=vfms
         )
         #: seconds spent building: ``models`` (CLIP, upsampler, VFMs; 0 when reused) and ``text`` (encoding or cache)
         self.build_seconds = {
@@ -159,26 +171,39 @@ class Segmentor:
         identity = {"clip": self.clip.weights_id, "clip_activation": self.clip.activation, "upsampler": up, "vfm": vfm}
         if self.encoder_vfm is not None:
             identity["encoder_vfm"] = vfm_identity(c.encoder_vfm, c.encoder_vfm_pretrained)
+        for key, (name, pretrained) in self.extra_vfm_names.items():
+            identity[key] = vfm_identity(name, pretrained)
         return identity
 
     @contextlib.contextmanager
     def instrumented(self, wrap: Callable[[str, Callable], Callable]) -> Iterator[None]:
         """Within the block, run the pipeline's stages through ``wrap(stage, fn)`` (timing, FLOP counting, ...).
 
-        Stages: ``"encode"`` (CLIP image encoder, :meth:`_encode`), ``"upsample"`` (the upsampler), ``"cce"``
-        (VFM, K-Means and propagation) and ``"vfm"`` (the VFM forward inside ``"cce"``; only with CCE on).
+        Stages: ``"encode"`` (CLIP image encoder, :meth:`_encode`, or :meth:`_encode_image` for an encoder of whole
+        images), ``"upsample"`` (the upsampler), ``"cce"`` (VFM, K-Means and propagation), ``"vfm"`` (the VFM
+        forward inside ``"cce"``; only with CCE on) and the encoder's own stages
+        (:attr:`~alignclip.methods.base.Encoder.stages`, e.g. CorrCLIP's ``"masks"`` inside ``"encode"``).
         ``wrap`` returns the callable used instead of ``fn``; the stages are restored on exit.
         """
         targets = [("encode", self, "_encode"), ("upsample", self, "_upsample"), ("cce", self, "_cce")]
+        if self.encoder is not None and self.encoder.encode_image is not None:
+            targets.append(("encode", self, "_encode_image"))  # whole-image features (Trident): no windows encoded
         if self.vfm is not None:
             targets.append(("vfm", self.vfm, "forward"))
+        if self.encoder is not None:
+            targets += list(self.encoder.stages)
+        missing = object()
+        saved = [(owner, attr, vars(owner).get(attr, missing)) for _, owner, attr in targets]
         for stage, owner, attr in targets:
-            setattr(owner, attr, wrap(stage, getattr(owner, attr)))  # instance attribute shadows the method
+            setattr(owner, attr, wrap(stage, getattr(owner, attr)))  # an instance attribute shadows the method
         try:
             yield
         finally:
-            for _, owner, attr in targets:
-                delattr(owner, attr)
+            for owner, attr, old in reversed(saved):
+                if old is missing:
+                    delattr(owner, attr)
+                else:  # a module's function (an encoder's stage): put the original back
+                    setattr(owner, attr, old)
 
     # ------------------------------------------------------------------ pipeline
     def _autocast(self):
@@ -367,11 +392,33 @@ class Segmentor:
         text = None
         if self.encoder is not None:  # the whole image on demand, for methods with an image-level term (CASS)
             self.encoder_context.image = self._whole_image(region, height, width)
+        if self.encoder is not None and self.encoder.encode_image is not None:  # no windows here (Trident)
+            yield from self._image_feature_bands(height, width)
+            return
         if c.sga and c.sga_scope == "image":  # one pass over all windows first
             text = self._image_text(region, window_boxes(height, width, c.crop, c.stride))
         yield from stream_windows(
             height, width, c.crop, c.stride, self.window_batch, region, lambda crops: self.window_logits(crops, text)
         )
+
+    def _encode_image(self) -> torch.Tensor:
+        """The encoder's whole-image features ``[1, D, h, w]`` (:attr:`Encoder.encode_image`), float32."""
+        with self._autocast():
+            return self.encoder.encode_image(self.encoder_context).float()
+
+    def _image_feature_bands(self, height: int, width: int, rows: int = 256) -> Iterator[tuple[int, torch.Tensor]]:
+        """Logits of an encoder's whole-image features in bands of ``rows`` rows: cosine logits on its grid (T, or T'
+        of SGA over all its features), resized bilinearly to ``height × width`` band by band (bounded memory)."""
+        c = self.config
+        feats = self._encode_image()  # [1, D, h, w]
+        t = self.text_embeds[None]
+        if c.sga:
+            t = self_guided_alignment(
+                feats.flatten(2).transpose(1, 2), self.text_embeds, c.alpha, c.top_n, c.sga_prototype_norm
+            )
+        logits = patch_logits(feats, t)[0]  # [Q, h, w]
+        for r in range(0, height, rows):
+            yield r, bilinear_rows(logits, (height, width), r, min(r + rows, height))
 
     @staticmethod
     def _whole_image(region: Region, height: int, width: int) -> Callable[[], torch.Tensor]:
@@ -444,13 +491,19 @@ class Segmentor:
         if not keep_logits and (height, width) == (h0, w0):
             for r, band in self._logit_bands(region, height, width):
                 labels[r : r + band.shape[1]] = to_labels(band)
-            return Prediction(labels=labels, logits=None)
+            return Prediction(labels=self._corrected(labels), logits=None)
         logits = self._full_logits(region, height, width)
         for r in range(0, h0, strip_rows):
             labels[r : r + min(strip_rows, h0 - r)] = to_labels(
                 bilinear_rows(logits, (h0, w0), r, min(r + strip_rows, h0))
             )
-        return Prediction(labels=labels, logits=logits if keep_logits else None)
+        return Prediction(labels=self._corrected(labels), logits=logits if keep_logits else None)
+
+    def _corrected(self, labels: np.ndarray) -> np.ndarray:
+        """The final label map, corrected by the encoder when it has a correction (CorrCLIP's map correction)."""
+        if self.encoder is None or self.encoder.correct_labels is None:
+            return labels
+        return self.encoder.correct_labels(self.encoder_context, labels)
 
     def segment(self, image: np.ndarray) -> np.ndarray:
         """Label map ``[H0, W0]`` of an RGB uint8 image (bounded memory: the logits are not kept)."""
