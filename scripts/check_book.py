@@ -3,7 +3,8 @@
 Serves ``_build/html`` on 127.0.0.1 (a free port), opens each page at 1400 px and 1920 px width and checks:
 browser console errors, images that did not load, internal links to missing pages or anchors, stderr or warning
 blocks in notebook outputs, raw LaTeX left unrendered (MathJax must work offline), and any absolute path of the
-build machine. Saves one screenshot per page and width under ``_build/screenshots`` for review.
+build machine, and tables wider than the text column (at 1400 px). Saves one screenshot per page and width under
+``_build/screenshots`` for review.
 
 Usage: ``python scripts/check_book.py [--html _build/html]`` (after ``bash scripts/book.sh``); needs Debian's
 ``chromium`` and ``chromium-driver`` and the ``selenium`` package (``bash scripts/check_book.sh`` installs them).
@@ -94,6 +95,12 @@ def check_page(driver, base: str, page: str, html_root: Path, shots: Path) -> li
             break
         if RAW_LATEX.search(text):
             problems.append(f"{page}: raw LaTeX left unrendered (MathJax did not run)")
+        wide = driver.execute_script(  # tables wider than the text column (a reader would scroll sideways)
+            "const main = document.querySelector('main') || document.body; const w = main.clientWidth;"
+            "return [...main.querySelectorAll('table')].filter(t => t.getBoundingClientRect().width > w + 1)"
+            ".map(t => Math.round(t.getBoundingClientRect().width) + ' of ' + w + ' px')"
+        )
+        problems += [f"{page}: table wider than the text column at {width} px: {w}" for w in wide]
         blocks = driver.execute_script("return document.querySelectorAll('.output.stderr, .stderr').length")
         if blocks:
             problems.append(f"{page}: {blocks} stderr/warning output block(s)")

@@ -268,7 +268,7 @@ def test_missing_glyphs_warn(tmp_path):
 # ------------------------------------------------------------------------------------------ notebook cwd
 def test_notebook_runs_in_the_current_folder(tmp_path, monkeypatch):
     papermill = pytest.importorskip("papermill")
-    from alignclip.cli.notebooks import NOTEBOOK_DIR
+    from alignclip.study.notebooks import NOTEBOOK_DIR
 
     seen = {}
     monkeypatch.setattr(papermill, "execute_notebook", lambda src, out, **kw: seen.update(src=src, out=out, **kw))

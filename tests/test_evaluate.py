@@ -179,9 +179,11 @@ def test_code_hash_changes_with_any_code_file(tmp_path):
     assert code_sha256(tmp_path / "pkg") != before
 
 
-def test_fingerprint_ignores_window_batch_only(config):
+def test_fingerprint_ignores_window_batch_and_device_only(config):
     fp = run_fingerprint(config, "synthetic", None, None, ("a", "b"))
     assert run_fingerprint(config.replace(window_batch=7), "synthetic", None, None, ("a", "b")) == fp
+    assert run_fingerprint(config.replace(device="cuda:1"), "synthetic", None, None, ("a", "b")) == fp
+    assert run_fingerprint(config.replace(precision="bf16"), "synthetic", None, None, ("a", "b")) != fp
     assert run_fingerprint(config.replace(alpha=0.5), "synthetic", None, None, ("a", "b")) != fp
     assert run_fingerprint(config, "synthetic", None, 3, ("a", "b")) != fp
 

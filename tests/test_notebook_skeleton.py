@@ -14,7 +14,7 @@ import re
 import nbformat
 import pytest
 
-from alignclip.cli.notebooks import list_notebooks, notebook_path
+from alignclip.study.notebooks import list_notebooks, notebook_path
 
 NAMES = list_notebooks()
 SKELETON = ("Overview", "Prerequisites", "Summary", "References")

@@ -3,7 +3,7 @@
 import pandas as pd
 import pytest
 
-from alignclip.cli.notebooks import check_parameters, list_notebooks, notebook_path, run_notebook
+from alignclip.cli.notebooks import run_notebook
 from alignclip.errors import ConfigError, DatasetNotFoundError
 from alignclip.study import (
     check_claims,
@@ -14,6 +14,7 @@ from alignclip.study import (
     start_study,
     summary_lines,
 )
+from alignclip.study.notebooks import check_parameters, list_notebooks, notebook_path
 
 
 @pytest.fixture(scope="module")
@@ -177,8 +178,8 @@ def test_papermill_sees_every_parameter():
 
 
 def test_run_notebook_never_overwrites_committed(tmp_path):
-    from alignclip.cli.notebooks import NOTEBOOK_DIR
     from alignclip.errors import InputError
+    from alignclip.study.notebooks import NOTEBOOK_DIR
 
     with pytest.raises(InputError, match="overwrite the committed notebook"):
         run_notebook("03", {}, NOTEBOOK_DIR)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import matplotlib
 import pandas as pd
@@ -156,7 +157,8 @@ def test_run_sweep_shares_the_default_run_across_sweeps(tmp_path):
     assert torch.get_num_threads() == threads
     assert list(k["label"]) == ["alignclip-d", "alignclip-d n_clusters=2"]
     assert list(k["value"]) == [3, 2] and set(k["param"]) == {"n_clusters"}
-    default = tmp_path / "runs" / "alignclip-d" / "vdd.json"
+    default = Path(k["path"].iloc[0])  # the default run's RESULT.json
+    assert len(list((tmp_path / "runs" / "alignclip-d").glob("vdd-*.json"))) == 2  # one file per fingerprint
     stamp = default.stat().st_mtime_ns
     b = run_sweep(ctx, ["alignclip-d"], "beta", [0.3], progress=False)  # Table 6: β = 0.3 on VDD
     assert list(b["label"]) == ["alignclip-d"] and default.stat().st_mtime_ns == stamp  # reused, not rerun

@@ -9,7 +9,15 @@ from typing import Any
 from alignclip.errors import ConfigError, InputError
 from alignclip.kinds import PIPELINE_CHECK_LABEL
 
-__all__ = ["PIPELINE_CHECK_NOTE", "add_model_args", "config_from_args", "parse_set", "read_class_args"]
+__all__ = [
+    "PIPELINE_CHECK_NOTE",
+    "add_model_args",
+    "add_notebook_params",
+    "config_from_args",
+    "notebook_params",
+    "parse_set",
+    "read_class_args",
+]
 
 PIPELINE_CHECK_NOTE = (
     f"{PIPELINE_CHECK_LABEL} in use ({{what}}); these outputs test the code path and are not a "
@@ -124,3 +132,25 @@ def read_class_args(args: argparse.Namespace) -> list[str]:
             raise InputError(f"classes file {path} has no class names; write one class per line")
         return names
     return list(args.classes or [])
+
+
+def add_notebook_params(p: argparse.ArgumentParser, example: str = "-p profile full") -> None:
+    """``-p KEY VALUE`` (repeatable): a notebook parameter, checked against the notebooks' parameters cells."""
+    p.add_argument(
+        "-p",
+        "--param",
+        nargs=2,
+        action="append",
+        metavar=("KEY", "VALUE"),
+        help=f"notebook parameter (repeatable), e.g. {example}",
+    )
+
+
+def notebook_params(args: argparse.Namespace) -> dict[str, str]:
+    """The ``-p`` pairs as a dict (one-line ConfigError for a parameter given twice)."""
+    params: dict[str, str] = {}
+    for key, value in getattr(args, "param", None) or []:
+        if key in params:
+            raise ConfigError(f"-p {key} is given twice ({params[key]!r} and {value!r}); give each parameter once")
+        params[key] = value
+    return params

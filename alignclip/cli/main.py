@@ -1,4 +1,4 @@
-"""Command-line interface: ``alignclip segment | evaluate | data | stats | bench | notebook``.
+"""Command-line interface: ``alignclip segment | evaluate | data | stats | bench | notebook | study``.
 
 Errors raised on purpose (:class:`alignclip.errors.AlignCLIPError`) are printed as one line ``error: ...`` with
 exit status 2; anything else is a bug and keeps its traceback.
@@ -17,10 +17,13 @@ import numpy as np
 from alignclip.cli.args import (
     PIPELINE_CHECK_NOTE,
     add_model_args,
+    add_notebook_params,
     config_from_args,
+    notebook_params,
     read_class_args,
 )
 from alignclip.cli.bench import register_bench
+from alignclip.cli.study import register_study
 from alignclip.errors import AlignCLIPError
 from alignclip.kinds import PIPELINE_CHECK_LABEL, REPRODUCTION, is_reproduction
 
@@ -154,7 +157,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(p)
     p.set_defaults(func=cmd_segment)
 
-    for register in (_register_evaluate, _register_data, _register_stats, _register_notebook, register_bench):
+    for register in (
+        _register_evaluate,
+        _register_data,
+        _register_stats,
+        _register_notebook,
+        register_bench,
+        register_study,
+    ):
         register(sub)
     return parser
 
@@ -343,20 +353,11 @@ def _register_stats(sub) -> None:
 
 
 def cmd_notebook(args: argparse.Namespace) -> int:
-    from alignclip.cli.notebooks import (
-        list_notebooks,
-        notebook_parameters,
-        notebook_path,
-        run_all,
-        run_notebook,
-    )
+    from alignclip.cli.notebooks import run_all, run_notebook
     from alignclip.errors import ConfigError
+    from alignclip.study.notebooks import list_notebooks, notebook_parameters, notebook_path
 
-    params: dict[str, str] = {}
-    for key, value in getattr(args, "param", None) or []:
-        if key in params:
-            raise ConfigError(f"-p {key} is given twice ({params[key]!r} and {value!r}); give each parameter once")
-        params[key] = value
+    params = notebook_params(args)
     if args.nb_command == "list":
         for name in list_notebooks():
             declared = notebook_parameters(notebook_path(name))
@@ -366,6 +367,16 @@ def cmd_notebook(args: argparse.Namespace) -> int:
         out = run_notebook(args.name, params, args.out)
         print(f"executed notebook written to {out}")
         return 0
+    if getattr(args, "rehearsal", False):
+        if params.get("profile", "rehearsal") != "rehearsal":
+            raise ConfigError(f"--rehearsal and -p profile {params['profile']} disagree; give one of them")
+        params["profile"] = "rehearsal"
+    if getattr(args, "cache_only", False):
+        import os
+
+        from alignclip.study.runs import CACHE_ONLY_ENV
+
+        os.environ[CACHE_ONLY_ENV] = "1"  # the kernels inherit it: a missing result fails instead of evaluating
     for path in run_all(args.out, params=params):
         print(f"executed notebook written to {path}")
     return 0
@@ -378,15 +389,20 @@ def _register_notebook(sub) -> None:
     pr = nsub.add_parser("run", help="execute one notebook into --out (the committed notebook is untouched)")
     pr.add_argument("name", help="e.g. 03_main_table or 03")
     pa = nsub.add_parser("run-all", help="execute every notebook into --out (the book's main job)")
+    pa.add_argument(
+        "--rehearsal",
+        action="store_true",
+        help="the full profile's code paths with real-size random-weight models on generated data at each dataset's "
+        "real layout and image size, one image each (same as -p profile rehearsal); every number a pipeline check",
+    )
+    pa.add_argument(
+        "--cache-only",
+        action="store_true",
+        help="evaluate nothing: read every result from the runs cache (filled by `alignclip study run-jobs`); a "
+        "missing one fails in one line",
+    )
     for q in (pr, pa):
-        q.add_argument(
-            "-p",
-            "--param",
-            nargs=2,
-            action="append",
-            metavar=("KEY", "VALUE"),
-            help="notebook parameter (repeatable), e.g. -p profile full -p datasets \"['potsdam']\"",
-        )
+        add_notebook_params(q, "-p profile full -p datasets \"['potsdam']\"")
         q.add_argument(
             "--out",
             default="runs/notebooks",

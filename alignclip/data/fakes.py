@@ -22,6 +22,7 @@ import json
 import zlib
 from pathlib import Path
 
+import cv2
 import numpy as np
 from PIL import Image
 
@@ -200,7 +201,23 @@ def _prepare_out(out: Path) -> None:
         )
 
 
-def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 128, seed: int = 0) -> Path:
+_MAX_SCENE = 1024  # scenes are drawn at most this large and resized up (a 4000x3000 fake stays cheap to make)
+
+
+def _fake_scene(seed: int, index: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """A synthetic scene of ``height x width``: a square scene of the long side (drawn at most :data:`_MAX_SCENE`
+    and resized up, labels by nearest neighbour), cropped; a square size up to that is the scene itself."""
+    side = max(height, width)
+    image, label = synthetic_scene(seed, index, min(side, _MAX_SCENE))
+    if side > _MAX_SCENE:
+        image = cv2.resize(image, (side, side), interpolation=cv2.INTER_LINEAR)
+        label = cv2.resize(label, (side, side), interpolation=cv2.INTER_NEAREST)
+    return image[:height, :width], label[:height, :width]
+
+
+def generate_fake_dataset(
+    name: str, out: Path, n_images: int = 4, size: int | tuple[int, int] = 128, seed: int = 0
+) -> Path:
     """Writes a small FAKE dataset in the converted layout and raw label encoding of ``name``.
 
     Images [size, size, 3] uint8 RGB are written in the manifest's split, folders, suffixes and
@@ -217,7 +234,8 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
         name: dataset name (see :func:`alignclip.data.list_datasets`).
         out: root folder to write (new, empty, or a previous fake dataset).
         n_images: number of images (>= 1).
-        size: side of the square images in pixels (>= 64).
+        size: side of the square images in pixels (>= 64), or ``(height, width)`` (e.g. the manifest's
+            ``image_size``: the real size of the dataset's images).
         seed: random seed (>= 0); the dataset name is mixed in, so datasets differ.
 
     Returns:
@@ -229,16 +247,20 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
         DatasetError: ``out`` holds files but no fake-data marker.
     """
     manifest = load_manifest(name)
-    if int(n_images) < 1 or int(size) < 64 or int(seed) < 0:
+    height, width = (int(size), int(size)) if isinstance(size, (int, np.integer)) else (int(v) for v in size)
+    if int(n_images) < 1 or min(height, width) < 64 or int(seed) < 0:
         raise InputError(
             f"generate_fake_dataset needs n_images >= 1, size >= 64 and seed >= 0, "
             f"got n_images={n_images}, size={size}, seed={seed}"
         )
-    n_images, size, seed, out = int(n_images), int(size), int(seed), Path(out)
+    n_images, seed, out = int(n_images), int(seed), Path(out)
+    size = height if height == width else [height, width]
     _prepare_out(out)
     lay, split = manifest.layout, manifest.split
     files: list[str] = []
     if manifest.name == "synthetic":
+        if height != width:
+            raise InputError(f"the synthetic dataset is square: pass one size, not {height}x{width}")
         generate_synthetic_dataset(out, n_images=n_images, size=size, seed=seed, split=split)
         stems = [f"synthetic_{i:04d}" for i in range(n_images)]
         scene_seed = seed
@@ -248,7 +270,7 @@ def generate_fake_dataset(name: str, out: Path, n_images: int = 4, size: int = 1
         scene_seed = seed * 2**32 + zlib.crc32(manifest.name.encode())
         palette = manifest.name in _PALETTE_LABELS
         for i, stem in enumerate(stems):
-            image, label = synthetic_scene(scene_seed, i, size)
+            image, label = _fake_scene(scene_seed, i, height, width)
             _write_image(lay.image_folder(out, split) / (stem + lay.img_suffix), image)
             _write_label(lay.label_folder(out, split) / (stem + lay.seg_suffix), lut[label], palette)
     for stem in stems:

@@ -54,6 +54,10 @@ _REQUIRED = (
     "conversion",
     "notes",
 )
+#: Optional keys: ``images_estimate`` (an estimate of the evaluated images where ``num_eval_images`` is null, for
+#: cost plans; ``notes`` say where it comes from) and ``image_size`` (``[H, W]`` of the evaluated images as converted:
+#: their typical size where they vary).
+_OPTIONAL = ("images_estimate", "image_size")
 _LAYOUT_KEYS = ("img_dir", "ann_dir", "img_suffix", "seg_suffix", "split_file", "recursive")
 
 
@@ -163,6 +167,15 @@ class DatasetManifest:
     conversion: Conversion
     notes: tuple[str, ...]
     path: Path
+    images_estimate: int | None = None
+    image_size: tuple[int, int] | None = None
+
+    @property
+    def planned_images(self) -> tuple[int | None, bool]:
+        """(evaluated images, whether that is an estimate): ``num_eval_images``, else ``images_estimate``."""
+        if self.num_eval_images is not None:
+            return self.num_eval_images, False
+        return self.images_estimate, self.images_estimate is not None
 
     @property
     def num_classes(self) -> int:
@@ -247,7 +260,7 @@ def _parse(data: Any, path: Path) -> DatasetManifest:
     if not isinstance(data, dict):
         raise _fail(path, "top level must be a mapping")
     missing = [k for k in _REQUIRED if k not in data]
-    unknown = sorted(set(data) - set(_REQUIRED))
+    unknown = sorted(set(data) - set(_REQUIRED) - set(_OPTIONAL))
     if missing or unknown:
         raise _fail(path, f"missing keys {missing}, unknown keys {unknown}")
     name = _str(data, "name", path)
@@ -259,6 +272,16 @@ def _parse(data: Any, path: Path) -> DatasetManifest:
     num = data["num_eval_images"]
     if num is not None and (not isinstance(num, int) or isinstance(num, bool) or num < 1):
         raise _fail(path, f"'num_eval_images' must be a positive integer or null, got {num!r}")
+    estimate = data.get("images_estimate")
+    if estimate is not None and (not isinstance(estimate, int) or isinstance(estimate, bool) or estimate < 1):
+        raise _fail(path, f"'images_estimate' must be a positive integer or absent, got {estimate!r}")
+    if estimate is not None and num is not None:
+        raise _fail(path, "'images_estimate' is only for a null 'num_eval_images'")
+    size = data.get("image_size")
+    if size is not None and not (
+        isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)
+    ):
+        raise _fail(path, f"'image_size' must be [height, width] in pixels or absent, got {size!r}")
     ignore = data["ignore_index"]
     if ignore != 255:
         raise _fail(path, f"'ignore_index' must be 255 (mmseg convention), got {ignore!r}")
@@ -327,4 +350,6 @@ def _parse(data: Any, path: Path) -> DatasetManifest:
         conversion=Conversion(converter, conv["recipe"], dict(params)),
         notes=_str_list(data, "notes", path),
         path=path,
+        images_estimate=estimate,
+        image_size=None if size is None else (int(size[0]), int(size[1])),
     )

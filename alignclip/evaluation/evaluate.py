@@ -144,12 +144,14 @@ def run_fingerprint(
     """Hash of everything that changes the numbers (a resume, and a notebook's cached run, must match it): the
     configuration, dataset, split, limit, classes, the manifest and the package's code (:func:`code_sha256`).
 
-    ``window_batch`` is left out: it only groups windows for speed (results agree to float rounding), so a run
-    may resume with another batch size or on another machine's "auto". The data's content is not in it (the
+    ``window_batch`` and ``device`` are left out: they only group windows and place the work (results agree to float
+    rounding; ``precision`` stays in), so a run may resume with another batch size, on another machine's "auto" or
+    on another GPU, and a study's results computed by ``alignclip study run-jobs --device cuda:1`` are the ones its
+    notebooks read. The data's content is not in it (the
     study computes this fingerprint without opening the data): it is the separate ``provenance.data_fingerprint``
     (checked on resume, and by :func:`cached_result` when given).
     """
-    settings = {k: v for k, v in config.to_dict().items() if k != "window_batch"}
+    settings = {k: v for k, v in config.to_dict().items() if k not in ("window_batch", "device")}
     blob = json.dumps(
         {
             "config": settings,

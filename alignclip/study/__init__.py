@@ -15,7 +15,8 @@ paper (:func:`paper_comparison`, :func:`main_table`, :func:`paired_deltas`, ...)
 - :mod:`~alignclip.study.crf`: dense CRF runs (Table 13);
 - :mod:`~alignclip.study.decisions`: what each open choice of the decisions register changes;
 - :mod:`~alignclip.study.qualitative`: qualitative panels;
-- :mod:`~alignclip.study.display`: tables formatted for reading (:func:`for_reading`).
+- :mod:`~alignclip.study.display`: tables formatted for reading (:func:`for_reading`);
+- :mod:`~alignclip.study.jobs`, :mod:`~alignclip.study.plan`: the study as shardable jobs, and its cost plan.
 """
 
 import warnings
@@ -103,6 +104,7 @@ from alignclip.study.gains_report import (
     rounded,
     wide_comparison,
 )
+from alignclip.study.plan import full_study_plan, plot_plan
 from alignclip.study.qualitative import (
     accuracy_table,
     class_names_of,
@@ -125,6 +127,8 @@ from alignclip.study.sweeps import (
 from alignclip.study.tables import main_table, paper_comparison, plot_paper_vs_ours, summary_lines
 
 __all__ = [
+    "full_study_plan",
+    "plot_plan",
     "NATURAL_DOMAIN",
     "NEEDS",
     "PROFILES",

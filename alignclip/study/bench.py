@@ -55,6 +55,7 @@ FRAME_COLUMNS = [
     "preset",
     "n_windows",
     "ms_per_image",
+    "masks_ms",
     "peak_mem_mb",
     "weights_mb",
     "activation_mb",
@@ -85,6 +86,8 @@ def bench_frame(result: dict[str, Any]) -> pd.DataFrame:
         for c in frame.get("ms_ratio_ci", [None] * len(frame))
     ]
     frame["ci_low"], frame["ci_high"] = [c[0] for c in ci], [c[1] for c in ci]  # of ms_ratio (paired bootstrap)
+    breakdown = frame.get("breakdown_ms", [None] * len(frame))
+    frame["masks_ms"] = [b.get("masks", 0.0) if isinstance(b, dict) else float("nan") for b in breakdown]
     return frame.reindex(columns=FRAME_COLUMNS)  # older files lack the reference fields and the intervals
 
 
@@ -92,6 +95,7 @@ def bench_frame(result: dict[str, Any]) -> pd.DataFrame:
 BENCH_COLUMNS = [
     "preset",
     "ms_per_image",
+    "masks_ms",
     "peak_mem_mb",
     "gflop_per_image",
     "reference_efficiency",
@@ -114,6 +118,7 @@ BENCH_HEADERS = {
     "ms_per_window": "ms / window",
     "activation_mb": "working MB",
     "ms_per_image": "ms / image",
+    "masks_ms": "of which masks (ms)",
     "peak_mem_mb": "peak MB",
     "gflop_per_image": "GFLOP / image",
     "reference_efficiency": "share of matmul rate",
@@ -334,12 +339,13 @@ def plot_table11(comparison: pd.DataFrame, pipeline_check: bool = False):
 
 
 def plot_breakdown(result: dict[str, Any], pipeline_check: bool = False):
-    """Stacked bars: where the time of one image goes, per preset (CLIP, upsampler, VFM, rest of CCE, other)."""
+    """Stacked bars: where the time of one image goes, per preset (CLIP, a method's mask generation, upsampler, VFM,
+    rest of CCE, other)."""
     import matplotlib.pyplot as plt
 
-    parts = ["clip", "upsampler", "vfm", "cce_rest", "other"]
+    parts = ["clip", "masks", "upsampler", "vfm", "cce_rest", "other"]
     rows = [
-        {"preset": r["preset"], **{k: r["breakdown_ms"][k] for k in parts}}
+        {"preset": r["preset"], **{k: r["breakdown_ms"].get(k, 0.0) for k in parts}}
         for r in result["presets"]
         if r.get("breakdown_ms")
     ]
@@ -393,10 +399,11 @@ def plot_growth(growth: pd.DataFrame, pipeline_check: bool = False):
 
 
 # ---------------------------------------------------------------------------------------------------- notebook
-#: Smoke profile: 48-px windows with stride 24 on 96-px images keep the paper's 9-window layout (448/224/112).
-SMOKE_GEOMETRY = dict(long_side=96, crop=48, stride=24)
-SMOKE_SIZE = 96
-SMOKE_GROWTH_SIZES = (48, 96, 192, 384)  # 1, 9, 49, 225 windows, as 224, 448, 896, 1792 with 224-px windows
+#: Smoke profile: 64-px windows with stride 32 on 128-px images keep the paper's 9-window layout (448/224/112), on
+#: multiples of the tiny models' patch 16 (Trident splices windows on the patch grid).
+SMOKE_GEOMETRY = dict(long_side=128, crop=64, stride=32)
+SMOKE_SIZE = 128
+SMOKE_GROWTH_SIZES = (64, 128, 256, 512)  # 1, 9, 49, 225 windows, as 224, 448, 896, 1792 with 224-px windows
 WEIGHTS = ("random", "released")
 
 
@@ -410,7 +417,7 @@ def study_configs(ctx, presets, weights: str = "random", window_batch: int | str
     over: dict[str, Any] = {"device": ctx.device}
     if window_batch:
         over["window_batch"] = window_batch if window_batch == "auto" else int(window_batch)
-    if ctx.is_pipeline_check:
+    if ctx.is_smoke:
         return bench_configs(presets, smoke=True, **SMOKE_GEOMETRY, **over)
     if weights == "random":
         return bench_configs(presets, random_weights=True, **over)
@@ -448,26 +455,26 @@ def study_bench(
             )
         return body
     configs = study_configs(ctx, presets, weights, window_batch)
-    size = SMOKE_SIZE if ctx.is_pipeline_check else size
+    size = SMOKE_SIZE if ctx.is_smoke else size
     return run_bench(list(configs), configs=configs, images=images, repeats=repeats, size=size)
 
 
 def study_growth(ctx, preset: str, sizes, weights: str = "random", window_batch: int | str = 0) -> pd.DataFrame:
     """:func:`alignclip.evaluation.bench.growth` for a notebook (smoke: :data:`SMOKE_GROWTH_SIZES` with the tiny models)."""
     config = study_configs(ctx, [preset], weights, window_batch)[preset]
-    return growth(preset, SMOKE_GROWTH_SIZES if ctx.is_pipeline_check else tuple(sizes), config=config)
+    return growth(preset, SMOKE_GROWTH_SIZES if ctx.is_smoke else tuple(sizes), config=config)
 
 
 def cost_note(ctx, weights: str = "random"):
     """A Markdown box saying what the timings of this notebook are (and are not)."""
     from IPython.display import Markdown
 
-    if ctx.is_pipeline_check:
+    if ctx.is_smoke:
         text = (
-            f"**Cost benchmark, {PIPELINE_CHECK_LABEL}.** Tiny random models on 96-px images with 48-px windows: these "
+            f"**Cost benchmark, {PIPELINE_CHECK_LABEL}.** Tiny random models on 128-px images with 64-px windows: these "
             "timings test the harness; they say nothing about the cost of the real models."
         )
-    elif weights == "random":
+    elif weights == "random" or ctx.profile == "rehearsal":
         text = (
             "**Cost benchmark with real-size models and random weights.** Weights do not change the work: "
             "time, memory and FLOPs are those of the released models. No segmentation quality is measured."

@@ -4,8 +4,11 @@ A notebook starts with :func:`start_study` (validates the parameters cell, prepa
 ends with :func:`write_notebook_results`.
 
 Profiles: ``smoke`` (default) = tiny random CLIP, random upsampler, tiny VFM, fake data in each dataset's real
-layout, CPU; every number is a *pipeline check*. ``full`` = ViT-B-16/openai, the SegEarth-OV JBU checkpoint, real
-VFMs and the converted datasets under ``data_root/<dataset>``. A notebook declares what it reads with
+layout, CPU; every number is a *pipeline check*. ``rehearsal`` = the full profile's code paths with real
+architectures and random weights (CLIP ViT-B/16, the ``jbu_one`` upsampler, DINO, SAM) on fake data in each
+dataset's real layout, label encoding and image size (manifest ``image_size``), ``smoke_images`` images each (a small
+``limit``); its numbers are pipeline checks too, and its cost is the real one. ``full`` = ViT-B-16/openai, the
+SegEarth-OV JBU checkpoint, real VFMs and the converted datasets under ``data_root/<dataset>``. A notebook declares what it reads with
 ``start_study(needs=...)`` (:data:`NEEDS`): only those parameters are required in the ``full`` profile (the cost
 benchmark with random weights needs neither).
 """
@@ -13,6 +16,8 @@ benchmark with random weights needs neither).
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +28,7 @@ import torch
 
 from alignclip.data import generate_fake_dataset, list_datasets, load_manifest
 from alignclip.errors import ConfigError, DatasetNotFoundError
+from alignclip.evaluation.bench import RANDOM_WEIGHTS
 from alignclip.io.files import write_json
 from alignclip.kinds import PIPELINE_CHECK_LABEL, kind_of
 from alignclip.paper.names import RS_DATASETS
@@ -30,7 +36,10 @@ from alignclip.pipeline.config import SegmentorConfig, build_config
 
 __all__ = ["NEEDS", "PROFILES", "StudyContext", "banner", "start_study", "write_notebook_results"]
 
-PROFILES = ("smoke", "full")
+PROFILES = ("smoke", "rehearsal", "full")
+#: What the rehearsal profile sets: random weights for every model of the full profile (the benchmark's own set,
+#: a method's own VFMs included).
+REHEARSAL_WEIGHTS = RANDOM_WEIGHTS
 #: What a notebook may need in the ``full`` profile: ``data`` (``data_root`` with every dataset converted under
 #: it) and ``weights`` (``upsampler_ckpt``; CLIP and VFM weights come from their own caches).
 NEEDS = ("data", "weights")
@@ -39,6 +48,12 @@ PIPELINE_BANNER = (
     "initialised CLIP, a random JBU upsampler and a tiny random VFM on generated data. Its numbers "
     "test that the code runs end to end; they are **not** reproduced results and say nothing about "
     "the paper's claims."
+)
+REHEARSAL_BANNER = (
+    f"**{PIPELINE_CHECK_LABEL} (rehearsal).** This notebook ran in the `rehearsal` profile: the full profile's "
+    "models at their real size (CLIP ViT-B/16, the JBU upsampler, DINO, SAM) with **random weights**, on generated "
+    "data in each dataset's real layout and image size. It tests the full study's code paths and shows their real "
+    "cost; its scores are **not** results and say nothing about the paper's claims."
 )
 REAL_BANNER = (
     "**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler {up}, VFM {vfm})"
@@ -66,6 +81,12 @@ class StudyContext:
 
     @property
     def is_pipeline_check(self) -> bool:
+        """Random weights and generated data (smoke or rehearsal): numbers label as pipeline checks."""
+        return self.profile in ("smoke", "rehearsal")
+
+    @property
+    def is_smoke(self) -> bool:
+        """Tiny models (the smoke profile); the rehearsal runs the real architectures."""
         return self.profile == "smoke"
 
     @property
@@ -74,10 +95,12 @@ class StudyContext:
 
     def config(self, preset: str, dataset: str | None = None, **overrides: Any) -> SegmentorConfig:
         """The configuration of ``preset`` on ``dataset`` in this profile."""
-        if self.is_pipeline_check:
+        if self.is_smoke:
             over = dict(long_side=self.smoke_size, device=self.device)
             over.update(overrides)
             return build_config(preset, dataset=dataset, smoke=True, **over)
+        if self.profile == "rehearsal":
+            return build_config(preset, dataset=dataset, **{**REHEARSAL_WEIGHTS, "device": self.device, **overrides})
         if self.upsampler_ckpt is None and "upsampler_ckpt" not in overrides and overrides.get("upsampler") != "none":
             raise ConfigError(_MISSING_UPSAMPLER)  # the notebook declared needs without "weights"; none was given
         over = dict(
@@ -87,20 +110,43 @@ class StudyContext:
             device=self.device,
         )
         if self.vfm_pretrained in ("default", "none"):  # a file given for CCE's VFM is not a method's own VFM
-            over["encoder_vfm_pretrained"] = self.vfm_pretrained
+            over["encoder_vfm_pretrained"] = over["trident_sam_pretrained"] = self.vfm_pretrained
         over.update(overrides)
         return build_config(preset, dataset=dataset, **over)
 
     def dataset_root(self, dataset: str) -> Path:
         """Where ``dataset`` lives (generated on first use in the smoke profile)."""
-        if self.is_pipeline_check:
+        if self.is_smoke:
             root = self.output_dir / "data" / f"{dataset}-{self.smoke_images}x{self.smoke_size}"
             if not (root / "alignclip_fake.json").is_file():
-                generate_fake_dataset(dataset, root, n_images=self.smoke_images, size=self.smoke_size, seed=0)
+                _generate_once(root, dataset, self.smoke_images, self.smoke_size)
+            return root
+        if self.profile == "rehearsal":  # the dataset's real image size (a square of the processing size if unknown)
+            size = load_manifest(dataset).image_size or (448, 448)
+            root = self.output_dir / "data" / f"{dataset}-{self.smoke_images}x{size[0]}x{size[1]}"
+            if not (root / "alignclip_fake.json").is_file():
+                _generate_once(root, dataset, self.smoke_images, size)
             return root
         if self.data_root is None:  # the notebook declared needs without "data" and none was given
             raise DatasetNotFoundError(_MISSING_DATA_ROOT)
         return self.data_root / dataset
+
+
+def _generate_once(root: Path, dataset: str, n_images: int, size: int | tuple[int, int]) -> None:
+    """Generate the fake dataset in a private folder and move it into place: processes sharing ``output_dir`` (the
+    shards of ``alignclip study run-jobs``) never see a half-written dataset; the first to finish wins (the data are
+    the same bytes)."""
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        generate_fake_dataset(dataset, tmp, n_images=n_images, size=size, seed=0)
+        try:
+            tmp.rename(root)
+        except OSError:  # another process moved its copy first (or a stale empty folder is in the way)
+            if not (root / "alignclip_fake.json").is_file():
+                generate_fake_dataset(dataset, root, n_images=n_images, size=size, seed=0)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 _MISSING_DATA_ROOT = (
@@ -136,7 +182,7 @@ def start_study(
             With ``"data"``, every dataset must exist under ``data_root/<name>``; with ``"weights"``, the upsampler
             checkpoint must be given (a path, or ``"none"`` to run with a random upsampler on purpose). A notebook
             that needs neither (the cost benchmark with random weights) runs with no data_root and no checkpoint.
-            The ``smoke`` profile needs nothing.
+            The ``smoke`` and ``rehearsal`` profiles need nothing.
     """
     for name, value, types in (
         ("profile", profile, str),
@@ -190,6 +236,8 @@ def start_study(
     out.mkdir(parents=True, exist_ok=True)
     if profile == "smoke":
         torch.set_num_threads(1)  # tiny models: one thread is several times faster, and results are identical
+    if profile == "rehearsal" and limit is None:
+        limit = 1  # a small limit: one image per dataset unless asked for more (of the smoke_images generated)
     return StudyContext(
         profile,
         datasets,
@@ -209,11 +257,12 @@ def start_study(
 
 def banner(ctx: StudyContext):
     """The notebook's status as an admonition (rendered by the book, readable as plain Markdown in Jupyter):
-    a warning box for pipeline checks, a note naming the weights for runs of the full profile."""
+    a warning box for pipeline checks, a note naming the weights for runs of the full profile. In a notebook it is
+    also glued as ``status`` for the book to show under the title."""
     from IPython.display import Markdown
 
     if ctx.is_pipeline_check:
-        text = PIPELINE_BANNER
+        text = PIPELINE_BANNER if ctx.is_smoke else REHEARSAL_BANNER
     else:
         text = (
             REAL_BANNER.format(clip=ctx.clip_pretrained, up=ctx.upsampler_ckpt, vfm=ctx.vfm_pretrained)
@@ -225,7 +274,21 @@ def banner(ctx: StudyContext):
         )
     box = "warning" if ctx.is_pipeline_check else "note"
     title = PIPELINE_CHECK_LABEL if ctx.is_pipeline_check else "Full profile"
-    return Markdown(f":::{{{box}}} {title}\n{text}\n:::")
+    status = Markdown(f":::{{{box}}} {title}\n{text}\n:::")
+    _glue_status(status)
+    return status
+
+
+def _glue_status(status) -> None:
+    """Inside a notebook kernel, also glue the banner as ``status``: the book shows it under the notebook's title
+    (``{glue:md} status`` in the title cell), before any code."""
+    try:
+        from IPython import get_ipython
+        from myst_nb import glue
+    except ImportError:  # the study without the book's packages: the banner is the cell's output only
+        return
+    if get_ipython() is not None:
+        glue("status", status, display=False)
 
 
 def write_notebook_results(ctx: StudyContext, name: str, payload: dict[str, Any]) -> Path:

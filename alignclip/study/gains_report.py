@@ -29,22 +29,25 @@ __all__ = [
 ]
 
 
-def deltas_vs_paper(ours: pd.DataFrame, paper: pd.DataFrame) -> pd.DataFrame:
+def deltas_vs_paper(ours: pd.DataFrame, paper: pd.DataFrame, same_method: bool = False) -> pd.DataFrame:
     """Each of our differences beside the paper's on the same dataset (the claim check in one table).
 
     When ``paper`` holds several comparisons (Table 12: SGA in three methods), ``paper_delta`` is their mean per
-    dataset and ``paper_range`` their min..max.
+    dataset and ``paper_range`` their min..max; with ``same_method`` each of our comparisons is set beside the
+    paper's of the same baseline method (our ``sc-clip`` beside its ``SC-CLIP``) and others are left out.
 
     Args:
         ours: :func:`alignclip.study.gains.paired_deltas` output.
         paper: :func:`alignclip.study.gains.paper_deltas` output.
+        same_method: compare method by method instead of with the paper's mean.
 
     Returns:
         ``comparison, dataset, paper_delta, paper_range, delta, ci_low, ci_high, paper_in_ci, verdict``.
     """
-    stats = paper.groupby("dataset", sort=False)["delta"].agg(["mean", "min", "max"])
     rows = []
     for _, r in ours.iterrows():
+        ref_rows = paper[paper["baseline"] == paper_method(r["baseline"])] if same_method else paper
+        stats = ref_rows.groupby("dataset", sort=False)["delta"].agg(["mean", "min", "max"])
         if r["dataset"] not in stats.index:
             continue
         ref = stats.loc[r["dataset"]]

@@ -1,12 +1,16 @@
 """Evaluation runs of the study: what one run is, grids of runs, and their cached evaluation.
 
-Each run's RESULT.json is cached under ``output_dir/runs/<label>/<dataset>.json`` and reused when its fingerprint
-(configuration, data, code) matches, so rerunning a notebook, or another notebook with the same run, evaluates
-nothing twice.
+Each run's RESULT.json is cached under ``output_dir/runs/<preset>/<dataset>-<fingerprint>.json`` (the run's
+:func:`~alignclip.evaluation.evaluate.run_fingerprint`: configuration, dataset, limit, classes, code) and reused when
+its data fingerprint matches too, so rerunning a notebook, or another notebook with the same run under another label,
+evaluates nothing twice, and runs of other settings never overwrite each other. With the environment variable
+``ALIGNCLIP_CACHE_ONLY=1`` (``alignclip notebook run-all --cache-only``) a missing result is an error instead of an
+evaluation: the notebooks are rendered from results computed by ``alignclip study run-jobs``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -17,13 +21,20 @@ import pandas as pd
 from tqdm import tqdm  # text bars on stderr (tqdm.auto warns in notebooks without ipywidgets)
 
 from alignclip.data import dataset_fingerprint, load_manifest, open_dataset
+from alignclip.errors import ConfigError
 from alignclip.evaluation.bootstrap import bootstrap_miou
 from alignclip.evaluation.confusion import ConfusionAccumulator
 from alignclip.evaluation.evaluate import cached_result, evaluate, run_fingerprint
 from alignclip.study.context import StudyContext
 
 __all__ = [
+    "CACHE_ONLY_ENV",
     "Run",
+    "cache_only",
+    "missing_result",
+    "run_fingerprint_of",
+    "run_slug",
+    "run_result",
     "evaluate_runs",
     "grid_runs",
     "result_path",
@@ -44,12 +55,54 @@ class Run:
     overrides: dict[str, Any] = field(default_factory=dict)
 
 
-def _slug(text: str) -> str:
+def run_slug(text: str) -> str:
+    """A label or preset as a folder name (letters, digits and ``_.+-``)."""
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", text).strip("_")
 
 
-def result_path(ctx: StudyContext, run: Run) -> Path:
-    return ctx.output_dir / "runs" / _slug(run.label) / f"{run.dataset}.json"
+#: Environment variable: when "1", a run without a cached result raises instead of evaluating.
+CACHE_ONLY_ENV = "ALIGNCLIP_CACHE_ONLY"
+
+
+def cache_only() -> bool:
+    """Whether the study may only read cached results (:data:`CACHE_ONLY_ENV` is ``1``)."""
+    return os.environ.get(CACHE_ONLY_ENV, "") == "1"
+
+
+def run_fingerprint_of(ctx: StudyContext, run: Run) -> str:
+    """The run's :func:`~alignclip.evaluation.evaluate.run_fingerprint` in this study's profile."""
+    cfg = ctx.config(run.preset, run.dataset, **run.overrides)
+    return run_fingerprint(cfg, run.dataset, None, ctx.limit, load_manifest(run.dataset).classes)
+
+
+def result_path(ctx: StudyContext, run: Run, fingerprint: str | None = None) -> Path:
+    """Where the run's RESULT.json is cached: ``output_dir/runs/<preset>/<dataset>-<fingerprint>.json``."""
+    fingerprint = fingerprint or run_fingerprint_of(ctx, run)
+    return ctx.output_dir / "runs" / run_slug(run.preset) / f"{run.dataset}-{fingerprint}.json"
+
+
+def missing_result(what: str, out: Path) -> ConfigError:
+    return ConfigError(
+        f"{what}: no cached result at {out} and {CACHE_ONLY_ENV}=1 forbids evaluating; run its job first "
+        f"(`alignclip study jobs ... --out jobs.jsonl` then `alignclip study run-jobs jobs.jsonl`) with the same "
+        f"parameters, or render without --cache-only"
+    )
+
+
+def run_result(ctx: StudyContext, run: Run, cfg=None) -> tuple[dict[str, Any], Path]:
+    """The run's RESULT.json (cached, or evaluated now and cached atomically) and its path."""
+    cfg = cfg if cfg is not None else ctx.config(run.preset, run.dataset, **run.overrides)
+    manifest = load_manifest(run.dataset)
+    fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
+    out = result_path(ctx, run, fingerprint)
+    root = ctx.dataset_root(run.dataset)
+    result = cached_result(out, fingerprint, study_data_fingerprint(run.dataset, root, ctx.limit))
+    if result is None:
+        if cache_only():
+            raise missing_result(f"run {run.label} ({run.preset} on {run.dataset})", out)
+        # force only replaces a stale file (other data); an interrupted run resumes from its partial state
+        result = evaluate(cfg, run.dataset, root, out, limit=ctx.limit, force=out.exists(), progress=False)
+    return result, out
 
 
 def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None = None) -> pd.DataFrame:
@@ -63,13 +116,7 @@ def evaluate_runs(ctx: StudyContext, runs: Sequence[Run], progress: bool | None 
     rows = []
     progress = (not ctx.is_pipeline_check) if progress is None else progress  # no bar lines in smoke notebooks
     for run, cfg in tqdm(list(zip(runs, configs, strict=True)), desc="evaluations", disable=not progress):
-        manifest = load_manifest(run.dataset)
-        out = result_path(ctx, run)
-        fingerprint = run_fingerprint(cfg, run.dataset, None, ctx.limit, manifest.classes)
-        root = ctx.dataset_root(run.dataset)
-        result = cached_result(out, fingerprint, study_data_fingerprint(run.dataset, root, ctx.limit))
-        if result is None:
-            result = evaluate(cfg, run.dataset, root, out, limit=ctx.limit, force=True, progress=False)
+        result, out = run_result(ctx, run, cfg)
         rows.append(result_row(run.label, run.preset, result, out, ctx.n_boot))
     return pd.DataFrame(rows)
 
