@@ -240,8 +240,10 @@ def test_image_scope_windows_take_the_image_masks_at_their_place():
     h, w = labels.shape
     boxes = window_boxes(h, w, seg.config.crop, seg.config.stride)
     windows = extract_windows(region(0, h, 0, w), boxes)
-    got = window_labels(seg.encoder_context, windows)
+    got = window_labels(seg.encoder_context, windows, boxes)
     assert torch.equal(got, extract_windows(labels[None], boxes)[:, 0])
+    own = window_labels(seg.encoder_context, windows)  # no boxes: the windows' own masks
+    assert own.shape == got.shape
 
 
 def test_map_correction_makes_regions_uniform():

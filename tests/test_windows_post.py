@@ -89,7 +89,7 @@ def test_count_outer_product_equals_dense_counts(h, w, crop, stride):
     assert torch.equal(product, dense)
 
 
-def _fake_window_fn(crops: torch.Tensor) -> torch.Tensor:
+def _fake_window_fn(crops: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
     """[n, 3, h, w] → [n, 4, h, w]: non-linear in the pixels so overlaps do not average to the input."""
     return torch.cat([crops[:, :1].sin(), crops[:, 1:2].cos(), crops[:, 2:] * 0.37, (crops[:, :1] * 3.1).tanh()], dim=1)
 

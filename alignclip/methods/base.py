@@ -92,6 +92,8 @@ class Encoder:
             cosine logits of these features (with SGA, over the image's features, when on) and resizes them bilinearly
             to the image; the per-window stages (upsampler, CCE, CLS term) do not apply (``check`` rejects them). No
             host reads inside.
+        uses_boxes: ``encode`` takes a third argument, the windows' boxes ``[B, 4]`` (y1, y2, x1, x2 in the
+            processing-size image, before padding): where each window lies (CorrCLIP crops the whole image's masks).
         stages: ``(stage, owner, attribute)`` of the method's own costly steps, for
             :meth:`~alignclip.pipeline.segmentor.Segmentor.instrumented` to time them apart (CorrCLIP's mask
             generation: ``("masks", its module, "generate_masks")``; a module's function is put back afterwards).
@@ -105,6 +107,7 @@ class Encoder:
     extra_vfms: Callable[[Any], Mapping[str, tuple[str, str]]] | None = None
     encode_image: Callable[[EncoderContext], torch.Tensor] | None = None
     stages: tuple[tuple[str, Any, str], ...] = ()
+    uses_boxes: bool = False
 
 
 @dataclass(frozen=True)

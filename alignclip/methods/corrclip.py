@@ -21,9 +21,8 @@ whole image's masks (label 0 excepted) takes its majority class (:func:`correct_
 ``corrclip_map_correction``). The CLS features (only for the CLS term, off in the Table-2 protocol) are CLIP's
 standard last block on the CLS token.
 
-``corrclip_mask_scope="image"`` needs each window's place in the image; the encoder gets only the windows, so it
-finds them among the image's window boxes by their exact pixels (row and column means against those of every
-box of :func:`~alignclip.ops.windows.window_boxes`, on the device). When the image context is downsampled
+``corrclip_mask_scope="image"`` needs each window's place in the image: the encoder asks the segmentor for the
+windows' boxes (``Encoder.uses_boxes``) and crops the whole image's masks there. When the image context is downsampled
 (processing size over :data:`~alignclip.methods.base.IMAGE_CONTEXT_SIDE`), the windows' own masks are used. The
 whole image's masks are made once per image (cached by the image callable's identity, and on disk for SAM 2); SAM 2
 per window (``"window"`` scope) reads each window back to the host, as its generator takes numpy images.
@@ -148,51 +147,24 @@ def _image_state(ctx: EncoderContext) -> dict[str, Any]:
     return state
 
 
-def _profiles(x: torch.Tensor) -> torch.Tensor:
-    """Row and column means ``[n, 3·(h + w)]`` of windows ``[n, 3, h, w]`` (their identity among the boxes)."""
-    return torch.cat([x.mean(-1), x.mean(-2)], dim=-1).flatten(1)
-
-
-def _box_indices(
-    height: int, width: int, crop: int, stride: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pixel rows and columns ``[n, h, 1]``, ``[n, 1, w]`` of the image's windows, in
-    :func:`~alignclip.ops.windows.window_boxes`' layout and order, from Python integers (no tensor read back)."""
-
-    def starts(size: int) -> list[int]:
-        n = max(size - crop + stride - 1, 0) // stride + 1
-        return [max(min(i * stride + crop, size) - crop, 0) for i in range(n)]
-
-    wh, ww = window_size(height, width, crop)
-    ys, xs = starts(height), starts(width)
-    y1 = torch.tensor([y for y in ys for _ in xs], device=device)
-    x1 = torch.tensor([x for _ in ys for x in xs], device=device)
-    rows = y1[:, None, None] + torch.arange(wh, device=device)[None, :, None]
-    cols = x1[:, None, None] + torch.arange(ww, device=device)[None, None, :]
-    return rows, cols
-
-
-def window_labels(ctx: EncoderContext, windows: torch.Tensor) -> torch.Tensor:
-    """Region labels ``[B, H, W]`` of padded CLIP-normalised windows ``[B, 3, H, W]`` (see the module docstring)."""
+def window_labels(ctx: EncoderContext, windows: torch.Tensor, boxes: torch.Tensor | None = None) -> torch.Tensor:
+    """Region labels ``[B, H, W]`` of padded CLIP-normalised windows ``[B, 3, H, W]`` (see the module docstring):
+    with the ``"image"`` scope and the windows' ``boxes`` ``[B, 4]`` (y1, y2, x1, x2), the whole image's masks at
+    each window's place; otherwise the windows' own masks."""
     cfg = ctx.config
-    labels = image_labels(ctx) if cfg.corrclip_mask_scope == "image" else None
+    labels = image_labels(ctx) if cfg.corrclip_mask_scope == "image" and boxes is not None else None
     if labels is not None:
-        state = _image_state(ctx)
-        image = state["image"]
-        height, width = image.shape[-2:]
+        height, width = labels.shape[-2:]
         exact = max(height, width) < IMAGE_CONTEXT_SIDE or (
             cfg.long_side is not None and cfg.long_side <= IMAGE_CONTEXT_SIDE
-        )
+        )  # the context image is the processing-size image (not downsampled): the boxes index it
         wh, ww = window_size(height, width, cfg.crop)
         left, right, top, bottom = pad_to_multiple(wh, ww, ctx.clip.patch_size)
         if exact and (wh + top + bottom, ww + left + right) == tuple(windows.shape[-2:]):
-            if "profiles" not in state:
-                rows, cols = _box_indices(height, width, cfg.crop, cfg.stride, image.device)
-                state["profiles"] = _profiles(image[0].float()[:, rows, cols].transpose(0, 1))
-                state["crops"] = labels[rows, cols]  # [n, wh, ww]
-            own = _profiles(windows[:, :, top : top + wh, left : left + ww].float())
-            dist = (own[:, None] - state["profiles"][None]).abs().sum(-1)  # [B, n]
-            crops = state["crops"][dist.argmin(dim=1)]
+            boxes = boxes.to(labels.device)
+            rows = boxes[:, 0, None, None] + torch.arange(wh, device=labels.device)[None, :, None]
+            cols = boxes[:, 2, None, None] + torch.arange(ww, device=labels.device)[None, None, :]
+            crops = labels[rows, cols]  # [B, wh, ww]
             return (
                 F.pad(crops, (left, right, top, bottom), value=PAD_LABEL) if (left or right or top or bottom) else crops
             )
@@ -247,8 +219,11 @@ def _region_block(block: torch.nn.Module, tokens: torch.Tensor, x: torch.Tensor,
     return tokens + block.ls_2(block.mlp(block.ln_2(tokens)))
 
 
-def encode(ctx: EncoderContext, windows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """CorrCLIP's dense features of a batch of windows (see the module docstring).
+def encode(
+    ctx: EncoderContext, windows: torch.Tensor, boxes: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CorrCLIP's dense features of a batch of windows (see the module docstring); ``boxes`` ``[B, 4]``: where the
+    windows lie in the image (the ``"image"`` mask scope crops the whole image's masks there).
 
     Returns:
         ``patch [B, D, I, J]`` on DINO's patch grid and ``cls [B, D]`` (CLIP's standard CLS output), not normalised.
@@ -258,7 +233,7 @@ def encode(ctx: EncoderContext, windows: torch.Tensor) -> tuple[torch.Tensor, to
     slots = cfg.corrclip_max_regions
     feats, grid = _dino_qk(ctx, windows)  # [B, N, C]
     b = feats.shape[0]
-    labels = window_labels(ctx, windows)  # [B, H, W]
+    labels = window_labels(ctx, windows, boxes)  # [B, H, W]
     on_grid = F.interpolate(labels[:, None].float(), size=grid, mode="nearest").long().flatten(1)  # [B, N]
     ids = merge_regions(dense_labels(on_grid, slots), feats, slots, cfg.corrclip_merge_eps)
     sim = feats @ feats.transpose(1, 2)
@@ -337,6 +312,7 @@ METHOD = Method(
         uses_vfm=True,
         correct_labels=correct_labels,
         stages=(("masks", sys.modules[__name__], "generate_masks"),),
+        uses_boxes=True,
     ),
     plugin_alpha=PLUGIN_ALPHA,
 )

@@ -132,7 +132,7 @@ def stream_windows(
     stride: int,
     batch_size: int,
     region: Region,
-    window_fn: Callable[[torch.Tensor], torch.Tensor],
+    window_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> Iterator[tuple[int, torch.Tensor]]:
     """Count-averaged window outputs of an image, handed on in bands of finished rows.
 
@@ -147,7 +147,7 @@ def stream_windows(
         crop, stride: the window layout (:func:`window_boxes`).
         batch_size: windows per call of ``window_fn``.
         region: ``(y1, y2, x1, x2)`` → ``[C, y2 - y1, x2 - x1]`` pixels (e.g. normalised on demand).
-        window_fn: windows ``[n, C, h, w]`` → outputs ``[n, K, h, w]``.
+        window_fn: ``(windows [n, C, h, w], their boxes [n, 4])`` → outputs ``[n, K, h, w]``.
 
     Yields:
         ``(row_start, band [K, r, W])``: consecutive bands that together cover rows ``0..H``; memory is
@@ -158,7 +158,7 @@ def stream_windows(
     acc: torch.Tensor | None = None  # rows lo .. lo + acc.shape[1]
     lo, done = 0, 0
     for i, (chunk, crops) in enumerate(window_batches(boxes, batch_size, region)):
-        out = window_fn(crops)  # [n, K, h, w]
+        out = window_fn(crops, chunk)  # [n, K, h, w]
         bottom = int(chunk[:, 1].max())
         if acc is None:
             acc = torch.zeros(out.shape[1], bottom, width, device=out.device)

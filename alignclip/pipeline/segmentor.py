@@ -239,9 +239,13 @@ class Segmentor:
         pixels = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)  # [3, H, W] uint8
         return lambda y1, y2, x1, x2: (pixels[:, y1:y2, x1:x2].float() - self._mean) / self._std
 
-    def _encode(self, crops: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _encode(
+        self, crops: torch.Tensor, boxes: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Padded crops → (padded ``[B, 3, ph, pw]``, patch feats ``[B, D, h, w]``, CLS feats ``[B, D]``, the patch
-        features SGA takes its prototypes from ``[B, D, h, w]``: ``patch`` unless an encoder gives its own)."""
+        features SGA takes its prototypes from ``[B, D, h, w]``: ``patch`` unless an encoder gives its own).
+        ``boxes`` ``[B, 4]`` (y1, y2, x1, x2 in the processing-size image) go to an encoder that asks for them
+        (:attr:`~alignclip.methods.base.Encoder.uses_boxes`)."""
         c = self.config
         left, right, top, bottom = pad_to_multiple(crops.shape[-2], crops.shape[-1], self.clip.patch_size)
         x = F.pad(crops, (left, right, top, bottom)) if (left or right or top or bottom) else crops
@@ -252,7 +256,8 @@ class Segmentor:
                     self.clip.model.visual, x, c.attention, c.drop_residual, c.naclip_std, c.pos_embed_interp
                 )
             else:
-                out = self.encoder.encode(self.encoder_context, x)
+                args = (boxes,) if self.encoder.uses_boxes else ()
+                out = self.encoder.encode(self.encoder_context, x, *args)
                 patch, cls = out[0], out[1]
                 sga = out[2] if len(out) > 2 else None
         patch = patch.float()
@@ -326,15 +331,18 @@ class Segmentor:
         )  # Eq. 10-12
         return refined.transpose(1, 2).reshape(b, -1, hv, wv)
 
-    def window_logits(self, crops: torch.Tensor, text: torch.Tensor | None = None) -> torch.Tensor:
+    def window_logits(
+        self, crops: torch.Tensor, text: torch.Tensor | None = None, boxes: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Logits ``[B, Q, h, w]`` of a batch of CLIP-normalised windows ``[B, 3, h, w]``.
 
         Args:
             text: ``[B, Q, D]`` or ``[Q, D]`` text embeddings to use instead of per-window SGA.
+            boxes: ``[B, 4]`` the windows' places in the image (for an encoder that uses them).
         """
         c = self.config
         h, w = crops.shape[-2:]
-        x, patch, cls, sga_source = self._encode(crops)
+        x, patch, cls, sga_source = self._encode(crops, boxes)
         up = self._upsample(patch, x, factored=True)
         t = self._aligned_text(sga_source, up) if text is None else text.expand(patch.shape[0], -1, -1)
         if self.encoder is not None and self.encoder.adjust_text is not None:
@@ -367,8 +375,8 @@ class Segmentor:
         """
         c = self.config
         best_sim, best_feat = None, None
-        for _, crops in window_batches(boxes, self.window_batch, region):
-            x, patch, _, sga_source = self._encode(crops)
+        for chunk, crops in window_batches(boxes, self.window_batch, region):
+            x, patch, _, sga_source = self._encode(crops, chunk)
             src = self._upsample(patch, x) if c.sga_source == "upsampled" else sga_source
             raw = src.flatten(2).transpose(1, 2).reshape(-1, src.shape[1])  # [B*N, D]
             f = F.normalize(raw, dim=-1)
@@ -398,7 +406,13 @@ class Segmentor:
         if c.sga and c.sga_scope == "image":  # one pass over all windows first
             text = self._image_text(region, window_boxes(height, width, c.crop, c.stride))
         yield from stream_windows(
-            height, width, c.crop, c.stride, self.window_batch, region, lambda crops: self.window_logits(crops, text)
+            height,
+            width,
+            c.crop,
+            c.stride,
+            self.window_batch,
+            region,
+            lambda crops, chunk: self.window_logits(crops, text, chunk),
         )
 
     def _encode_image(self) -> torch.Tensor:

@@ -44,13 +44,13 @@ REHEARSAL_WEIGHTS = RANDOM_WEIGHTS
 #: it) and ``weights`` (``upsampler_ckpt``; CLIP and VFM weights come from their own caches).
 NEEDS = ("data", "weights")
 PIPELINE_BANNER = (
-    f"**{PIPELINE_CHECK_LABEL}.** This notebook ran in the `smoke` profile: a tiny randomly "
+    "This notebook ran in the `smoke` profile: a tiny randomly "
     "initialised CLIP, a random JBU upsampler and a tiny random VFM on generated data. Its numbers "
     "test that the code runs end to end; they are **not** reproduced results and say nothing about "
     "the paper's claims."
 )
 REHEARSAL_BANNER = (
-    f"**{PIPELINE_CHECK_LABEL} (rehearsal).** This notebook ran in the `rehearsal` profile: the full profile's "
+    "This notebook ran in the `rehearsal` profile: the full profile's "
     "models at their real size (CLIP ViT-B/16, the JBU upsampler, DINO, SAM) with **random weights**, on generated "
     "data in each dataset's real layout and image size. It tests the full study's code paths and shows their real "
     "cost; its scores are **not** results and say nothing about the paper's claims."
@@ -273,8 +273,10 @@ def banner(ctx: StudyContext):
             f" on the converted datasets under `{ctx.data_root}`." if "data" in ctx.needs else "; it reads no dataset."
         )
     box = "warning" if ctx.is_pipeline_check else "note"
-    title = PIPELINE_CHECK_LABEL if ctx.is_pipeline_check else "Full profile"
-    status = Markdown(f":::{{{box}}} {title}\n{text}\n:::")
+    title = "Full profile" if not ctx.is_pipeline_check else PIPELINE_CHECK_LABEL
+    if ctx.profile == "rehearsal":
+        title += ": rehearsal"
+    status = Markdown(f":::{{admonition}} {title}\n:class: {box}\n{text}\n:::")
     _glue_status(status)
     return status
 
