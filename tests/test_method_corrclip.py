@@ -289,13 +289,14 @@ def test_bad_fields_are_one_line_config_errors(field, value, match):
 
 
 def test_sam2_without_the_package_or_weights_fails_in_one_line(tmp_path):
-    seg = build_segmentor(
-        "corrclip", classes=CLASSES, smoke=True, corrclip_mask_generator="sam2",
-        corrclip_sam2_checkpoint=str(tmp_path / "sam2_hiera_large.pt"),
-    )  # fmt: skip
+    """When the segmentor is built (Encoder.prepare), before any image: the missing package, or the missing
+    checkpoint file when the package is there."""
     with pytest.raises((ConfigError, WeightsNotFoundError)) as info:
-        seg.predict(np.zeros((32, 32, 3), dtype=np.uint8))
-    assert "\n" not in str(info.value)
+        build_segmentor(
+            "corrclip", classes=CLASSES, smoke=True, corrclip_mask_generator="sam2",
+            corrclip_sam2_checkpoint=str(tmp_path / "sam2_hiera_large.pt"),
+        )  # fmt: skip
+    assert "\n" not in str(info.value) and "sam2" in str(info.value)
 
 
 # ---------------------------------------------------------------- parity with the authors' code
@@ -318,3 +319,23 @@ def test_parity_with_the_authors_code(key):
         **settings(golden),
     )  # fmt: skip
     assert_parity(Segmentor(config, classes), golden, key, image)
+
+
+def test_a_missing_sam2_stops_when_the_segmentor_is_built_not_at_the_first_image(monkeypatch):
+    """SAM 2's generator is built with the segmentor (Encoder.prepare): a missing package or checkpoint is one line
+    before any image is read (the rehearsal found it failing only at the first window)."""
+    import importlib.util
+
+    from alignclip.errors import AlignCLIPError
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "sam2" else real(name, *a))
+    with pytest.raises(AlignCLIPError, match="sam2"):
+        build_segmentor("corrclip", classes=CLASSES, smoke=True, corrclip_mask_generator="sam2")
+
+
+def test_random_weights_and_the_rehearsal_use_the_mask_stand_in():
+    from alignclip.evaluation.bench import RANDOM_WEIGHTS
+    from alignclip.study.context import REHEARSAL_WEIGHTS
+
+    assert RANDOM_WEIGHTS["corrclip_mask_generator"] == "tiny" == REHEARSAL_WEIGHTS["corrclip_mask_generator"]

@@ -16,8 +16,9 @@ __all__ = ["bench_configs_from_args", "cmd_bench", "register_bench"]
 
 def bench_configs_from_args(args: argparse.Namespace) -> dict:
     """``{preset spec: config}`` from ``--presets`` and the model flags (``--random-weights`` fills the weights)."""
-    from alignclip.evaluation.bench import (
-        parse_bench_preset,  # imported on use: `alignclip --help` stays fast
+    from alignclip.evaluation.bench import (  # imported on use: `alignclip --help` stays fast
+        RANDOM_WEIGHTS,
+        parse_bench_preset,
     )
 
     if args.random_weights:
@@ -30,9 +31,11 @@ def bench_configs_from_args(args: argparse.Namespace) -> dict:
         ns = copy.copy(args)
         ns.preset = preset
         config = config_from_args(ns)
-        if args.random_weights and "encoder_vfm_pretrained" not in extra:
-            # a method's own VFMs (ProxyCLIP, CASS; Trident's SAM) too
-            config = config.replace(encoder_vfm_pretrained="none", trident_sam_pretrained="none")
+        if args.random_weights:  # a method's own models too (ProxyCLIP's, CASS's VFM; Trident's SAM; CorrCLIP's masks)
+            own = {
+                k: v for k, v in RANDOM_WEIGHTS.items() if k not in ("pretrained", "upsampler_ckpt", "vfm_pretrained")
+            }
+            config = config.replace(**own)
         configs[spec] = config.replace(**extra)
     return configs
 

@@ -79,12 +79,15 @@ DEFAULT_PRESETS = ("segearth-ov", "segearth-ov+sga", "segearth-ov+cce", "aligncl
 #: Six Potsdam-like classes (one with a synonym): the number of queries, not the names, sets the cost.
 DEFAULT_CLASSES = ("road,parking lot", "building", "low vegetation", "tree", "car", "clutter")
 GROWTH_SIZES = (448, 896, 1792, 3584)
+#: Random weights for every model of a preset. SAM 2 (CorrCLIP's masks) has no random-weight build here: its
+#: deterministic stand-in generator is used, so a random-weights run leaves SAM 2's mask time out (its own stage).
 RANDOM_WEIGHTS = dict(
     pretrained="none",
     upsampler_ckpt="none",
     vfm_pretrained="none",
     encoder_vfm_pretrained="none",
     trident_sam_pretrained="none",
+    corrclip_mask_generator="tiny",
 )
 _MB = 2.0**20
 

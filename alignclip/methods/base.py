@@ -92,6 +92,9 @@ class Encoder:
             cosine logits of these features (with SGA, over the image's features, when on) and resizes them bilinearly
             to the image; the per-window stages (upsampler, CCE, CLS term) do not apply (``check`` rejects them). No
             host reads inside.
+        prepare: optional ``(config, device) -> None``, called once when the segmentor is built: builds what the
+            method needs besides its VFMs (CorrCLIP's mask generator), so a missing package or file stops there, in
+            one line, before any image is read.
         uses_boxes: ``encode`` takes a third argument, the windows' boxes ``[B, 4]`` (y1, y2, x1, x2 in the
             processing-size image, before padding): where each window lies (CorrCLIP crops the whole image's masks).
         stages: ``(stage, owner, attribute)`` of the method's own costly steps, for
@@ -108,6 +111,7 @@ class Encoder:
     encode_image: Callable[[EncoderContext], torch.Tensor] | None = None
     stages: tuple[tuple[str, Any, str], ...] = ()
     uses_boxes: bool = False
+    prepare: Callable[[Any, torch.device], None] | None = None
 
 
 @dataclass(frozen=True)

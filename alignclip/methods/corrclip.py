@@ -313,6 +313,7 @@ METHOD = Method(
         correct_labels=correct_labels,
         stages=(("masks", sys.modules[__name__], "generate_masks"),),
         uses_boxes=True,
+        prepare=lambda config, device: _generator(config, device) and None,
     ),
     plugin_alpha=PLUGIN_ALPHA,
 )

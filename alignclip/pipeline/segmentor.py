@@ -140,6 +140,8 @@ class Segmentor:
         self.encoder_context = EncoderContext(
             clip=self.clip, vfm=self.encoder_vfm, config=config, text=self.text_embeds, vfms=vfms
         )
+        if self.encoder is not None and self.encoder.prepare is not None:
+            self.encoder.prepare(config, self.device)  # a method's own models (CorrCLIP's mask generator): errors now
         #: seconds spent building: ``models`` (CLIP, upsampler, VFMs; 0 when reused) and ``text`` (encoding or cache)
         self.build_seconds = {
             "models": (text_start - start) + (time.perf_counter() - text_end),

@@ -37,8 +37,8 @@ from alignclip.pipeline.config import SegmentorConfig, build_config
 __all__ = ["NEEDS", "PROFILES", "StudyContext", "banner", "start_study", "write_notebook_results"]
 
 PROFILES = ("smoke", "rehearsal", "full")
-#: What the rehearsal profile sets: random weights for every model of the full profile (the benchmark's own set,
-#: a method's own VFMs included).
+#: What the rehearsal profile sets: random weights for every model of the full profile (the benchmark's own set: a
+#: method's own VFMs included, CorrCLIP's masks from the stand-in of SAM 2).
 REHEARSAL_WEIGHTS = RANDOM_WEIGHTS
 #: What a notebook may need in the ``full`` profile: ``data`` (``data_root`` with every dataset converted under
 #: it) and ``weights`` (``upsampler_ckpt``; CLIP and VFM weights come from their own caches).
@@ -51,9 +51,10 @@ PIPELINE_BANNER = (
 )
 REHEARSAL_BANNER = (
     "This notebook ran in the `rehearsal` profile: the full profile's "
-    "models at their real size (CLIP ViT-B/16, the JBU upsampler, DINO, SAM) with **random weights**, on generated "
-    "data in each dataset's real layout and image size. It tests the full study's code paths and shows their real "
-    "cost; its scores are **not** results and say nothing about the paper's claims."
+    "models at their real size (CLIP ViT-B/16, the JBU upsampler, DINO, SAM) with **random weights** (CorrCLIP's "
+    "masks from the deterministic stand-in of SAM 2), on generated data in each dataset's real layout and image "
+    "size. It tests the full study's code paths and shows their real cost; its scores are **not** results and say "
+    "nothing about the paper's claims."
 )
 REAL_BANNER = (
     "**Real pretrained weights.** This notebook ran in the `full` profile (CLIP {clip}, upsampler {up}, VFM {vfm})"
