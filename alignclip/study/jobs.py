@@ -34,7 +34,7 @@ from alignclip.paper.names import TABLE3_ROWS
 from alignclip.study.context import StudyContext, start_study
 from alignclip.study.crf import crf_pair, crf_paths
 from alignclip.study.decisions import decision_runs, select_decisions
-from alignclip.study.notebooks import list_notebooks, notebook_path, resolve_parameters
+from alignclip.study.notebooks import list_notebooks, notebook_parameters, notebook_path, resolve_parameters
 from alignclip.study.runs import Run, grid_runs, result_path, run_fingerprint_of, run_result, switch_runs
 from alignclip.study.sweeps import plugin_runs, smoke_threads, sweep_runs
 
@@ -43,6 +43,7 @@ __all__ = [
     "NOTEBOOK_RUNS",
     "Job",
     "check_current",
+    "job_context",
     "job_done",
     "list_jobs",
     "notebook_jobs",
@@ -223,8 +224,6 @@ def notebook_jobs(name: str, params: Mapping[str, Any] | None = None) -> list[Jo
 def list_jobs(notebooks: Sequence[str] | None = None, params: Mapping[str, Any] | None = None) -> list[Job]:
     """Every job of ``notebooks`` (default: all), deduplicated in first-seen order; ``params`` apply to the
     notebooks that declare them (as ``alignclip notebook run-all -p``)."""
-    from alignclip.study.notebooks import notebook_parameters
-
     names = [notebook_path(n).stem for n in (notebooks or list_notebooks())]
     params = dict(params or {})
     used: set[str] = set()
@@ -297,8 +296,15 @@ def shard_jobs(jobs: Sequence[Job], shard: int, shards: int) -> list[Job]:
     return [job for i, job in enumerate(jobs) if i % shards == shard - 1]
 
 
-def _job_ctx(job: Job, device: str | None) -> StudyContext:
-    return study_context(job.context, device)
+_CONTEXTS: dict[str, StudyContext] = {}
+
+
+def job_context(job: Job, device: str | None = None) -> StudyContext:
+    """The job's study context, built once per distinct context and device (jobs share a handful)."""
+    key = json.dumps([job.context, device], sort_keys=True, default=str)
+    if key not in _CONTEXTS:
+        _CONTEXTS[key] = study_context(job.context, device)
+    return _CONTEXTS[key]
 
 
 def _fingerprints(job: Job) -> list[str]:
@@ -311,7 +317,7 @@ def job_done(job: Job, ctx: StudyContext | None = None, check_data: bool = False
     from alignclip.evaluation.evaluate import cached_result
     from alignclip.study.runs import study_data_fingerprint
 
-    ctx = ctx or _job_ctx(job, None)
+    ctx = ctx or job_context(job, None)
     data_fp = study_data_fingerprint(job.dataset, ctx.dataset_root(job.dataset), ctx.limit) if check_data else None
     return all(
         cached_result(ctx.output_dir / rel, fp, data_fp) is not None
@@ -324,7 +330,7 @@ def check_current(jobs: Sequence[Job], device: str | None = None) -> None:
     (the package, a manifest or the jobs file changed since the jobs were listed)."""
     stale = []
     for job in jobs:
-        ctx = _job_ctx(job, device)
+        ctx = job_context(job, device)
         fp = run_fingerprint_of(ctx, Run(job.preset, job.preset, job.dataset, dict(job.overrides)))
         if fp != job.fingerprint:
             stale.append((job, fp))
@@ -352,7 +358,7 @@ def run_jobs(
     check_current(jobs, device)
     counts = {"done": 0, "skipped": 0, "failed": 0}
     for job in tqdm(list(jobs), desc="jobs", disable=not progress):
-        ctx = _job_ctx(job, device)
+        ctx = job_context(job, device)
         try:
             if job_done(job, ctx, check_data=True):
                 counts["skipped"] += 1

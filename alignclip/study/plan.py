@@ -25,7 +25,7 @@ import pandas as pd
 from alignclip.data import load_manifest
 from alignclip.paper.names import TABLE11_ROWS
 from alignclip.paper.tables import load_table
-from alignclip.study.jobs import Job, job_done, list_jobs, study_context
+from alignclip.study.jobs import Job, job_context, job_done, list_jobs
 
 __all__ = [
     "PAPER_BENCH",
@@ -97,22 +97,16 @@ def plan_frame(jobs: Sequence[Job], bench: Mapping[str, Any] | str, check_cache:
     if "segearth-ov" not in times:
         raise ValueError(f"the benchmark ({source}) has no segearth-ov row; bench it first")
     rows = []
-    ctxs: dict[str, Any] = {}
     for job in jobs:
-        key = repr(sorted(job.context.items()))
-        ctx = ctxs.setdefault(key, study_context(job.context))
+        ctx = job_context(job)
         cfg = ctx.config(job.preset, job.dataset, **job.overrides)
         manifest = load_manifest(job.dataset)
-        images, estimated = manifest.planned_images
+        images = job.images  # counted when the job was listed (manifest, estimate, smoke images, limit)
+        estimated = manifest.planned_images[1] and ctx.profile == "full"
         if ctx.is_smoke:
-            images, estimated, size = ctx.smoke_images, False, (ctx.smoke_size, ctx.smoke_size)
-        elif ctx.profile == "rehearsal":
-            images, estimated = min(ctx.smoke_images, ctx.limit or 1), False
-            size = manifest.image_size or (448, 448)
+            size = (ctx.smoke_size, ctx.smoke_size)
         else:
             size = manifest.image_size or (cfg.long_side or 448, cfg.long_side or 448)
-        if images is not None and ctx.limit is not None:
-            images = min(images, ctx.limit)
         windows = windows_per_image(size, cfg.long_side, cfg.crop, cfg.stride)
         ms, basis = _ms_per_window(job.preset, times)
         passes = 2 if job.kind == "crf" else 1  # the CRF pass adds its own cost; counted as a second pass
@@ -148,34 +142,21 @@ def plan_table(frame: pd.DataFrame, notebooks: Sequence[str] | None = None) -> p
     """Per notebook and in total: evaluations (all it reads, and those first listed by it), images, device-hours
     (of the evaluations it lists first, so the column adds up to the total), disk, cached evaluations."""
     names = list(notebooks or sorted({n for ns in frame["notebooks"] for n in ns}))
-    rows = []
-    for name in names:
-        reads = frame[[name in ns for ns in frame["notebooks"]]]
-        own = frame[frame["notebook"] == name]
-        rows.append(
-            {
-                "Notebook": name,
-                "Evaluations": len(reads),
-                "New evaluations": len(own),
-                "Images": int(own["images"].fillna(0).sum()),
-                "Device-hours": own["hours"].sum(),
-                "Results (MB)": own["results_mb"].sum(),
-                "Masks if saved (GB)": own["masks_mb"].sum() / 1e3,
-                "Cached": f"{int(reads['cached'].sum())} of {len(reads)}",
-            }
-        )
-    rows.append(
-        {
-            "Notebook": "Total",
-            "Evaluations": len(frame),
-            "New evaluations": len(frame),
-            "Images": int(frame["images"].fillna(0).sum()),
-            "Device-hours": frame["hours"].sum(),
-            "Results (MB)": frame["results_mb"].sum(),
-            "Masks if saved (GB)": frame["masks_mb"].sum() / 1e3,
-            "Cached": f"{int(frame['cached'].sum())} of {len(frame)}",
+
+    def row(name: str, reads: pd.DataFrame, own: pd.DataFrame) -> dict[str, Any]:
+        return {
+            "Notebook": name,
+            "Evaluations": len(reads),
+            "New evaluations": len(own),
+            "Images": int(own["images"].fillna(0).sum()),
+            "Device-hours": own["hours"].sum(),
+            "Results (MB)": own["results_mb"].sum(),
+            "Masks if saved (GB)": own["masks_mb"].sum() / 1e3,
+            "Cached": f"{int(reads['cached'].sum())} of {len(reads)}",
         }
-    )
+
+    rows = [row(n, frame[[n in ns for ns in frame["notebooks"]]], frame[frame["notebook"] == n]) for n in names]
+    rows.append(row("Total", frame, frame))
     table = pd.DataFrame(rows)
     table.attrs.update(frame.attrs)
     table.attrs["estimated_datasets"] = sorted(set(frame.loc[frame["images_estimated"], "dataset"]))
