@@ -22,3 +22,13 @@ def fixtures_dir() -> Path:
     if not FIXTURES.is_dir():
         pytest.skip(f"real fixtures absent: {FIXTURES} (only on the project's machines, not in clones)")
     return FIXTURES
+
+
+@pytest.fixture
+def free_port() -> str:
+    """A TCP port free on this machine now, for a torchrun rendezvous (a fixed port collides with another run's)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return str(sock.getsockname()[1])

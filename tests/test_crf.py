@@ -357,7 +357,7 @@ evaluate_with_crf(cfg, "synthetic", root, out_plain, out_crf, crf_params=json.lo
 
 
 def test_crf_torchrun_two_processes_resume_a_single_process_run(
-    synth5, segmentor, crf_reference, tmp_path, monkeypatch
+    synth5, segmentor, crf_reference, tmp_path, monkeypatch, free_port
 ):
     """Killed after 2 images in one process, finished by 2 gloo processes: the numbers of one uninterrupted run."""
     _interrupted_run(monkeypatch, segmentor, synth5, tmp_path, 2)
@@ -371,7 +371,7 @@ def test_crf_torchrun_two_processes_resume_a_single_process_run(
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29534",
+        free_port,
         str(script),
         str(synth5),
         str(tmp_path / "plain.json"),

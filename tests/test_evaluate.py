@@ -201,7 +201,7 @@ def test_missing_root_message(config, tmp_path):
         evaluate(config, "synthetic", tmp_path / "nowhere", tmp_path / "r.json", progress=False)
 
 
-def test_torchrun_two_processes_equal_one(synth, reference, tmp_path):
+def test_torchrun_two_processes_equal_one(synth, reference, tmp_path, free_port):
     out = tmp_path / "ddp.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
     cmd = [
@@ -211,7 +211,7 @@ def test_torchrun_two_processes_equal_one(synth, reference, tmp_path):
         "--nproc_per_node",
         "2",
         "--master_port",
-        "29533",
+        free_port,
         "-m",
         "alignclip.cli.main",
         "evaluate",

@@ -69,7 +69,7 @@ def _parameters_cell(nb) -> int:
 
 
 def test_every_notebook_is_checked():
-    assert len(NAMES) == 13 and NAMES[-1] == "12_decisions", NAMES
+    assert len(NAMES) == 14 and NAMES[-1] == "13_backbones", NAMES
 
 
 @pytest.mark.parametrize("name", NAMES)

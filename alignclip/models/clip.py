@@ -24,6 +24,7 @@ from open_clip.transformer import QuickGELU
 
 from alignclip.errors import CheckpointError, ConfigError, WeightsNotFoundError
 from alignclip.io.cache import cached_file_sha256
+from alignclip.models.backbones import backbone_weights, resolve_backbone
 from alignclip.models.lazy_init import skip_weight_init
 from alignclip.ops.attention import check_attention_mode, modified_attention
 
@@ -195,14 +196,17 @@ def _load_torchscript_weights(model: torch.nn.Module, path: Path, model_name: st
 
 
 def create_clip(
-    name: str = "ViT-B-16", pretrained: str = "openai", device: str | torch.device = "cpu", load_weights: bool = True
+    name: str = "ViT-B-16", pretrained: str = "default", device: str | torch.device = "cpu", load_weights: bool = True
 ) -> ClipBundle:
     """Build an open_clip model with the activation its weights were trained with, and load the weights.
 
     Args:
-        name: open_clip model name (``ViT-B-16``, ``ViT-B-16-quickgelu``, ``tiny``, ...) or a model-config JSON path.
-        pretrained: an open_clip pretrained tag (``openai``), a local checkpoint (an open_clip state dict or
-            OpenAI's TorchScript ``.pt``), or ``none`` (random weights).
+        name: a named backbone (:data:`~alignclip.models.backbones.BACKBONES`: ``clip-b16``, ``remoteclip-b32``,
+            ...), an open_clip model name (``ViT-B-16``, ``ViT-B-16-quickgelu``, ``tiny``, ...) or a model-config
+            JSON path.
+        pretrained: ``default`` (a named backbone's published weights; an open_clip architecture's ``openai``
+            tag), an open_clip pretrained tag (``openai``), a local checkpoint (an open_clip state dict, an open_clip
+            training checkpoint, or OpenAI's TorchScript ``.pt``), or ``none`` (random weights).
         device: where to put the model.
         load_weights: False builds the architecture ``pretrained`` implies (activation included) with random
             weights, without reading or downloading any file but the checks (``weights_id`` is then ``"random"``).
@@ -216,7 +220,21 @@ def create_clip(
     Raises:
         WeightsNotFoundError: the tag's weights are not in the local cache (offline) or the file does not exist.
     """
+    named = resolve_backbone(name)
+    if named is not None:  # a named backbone (alignclip.models.backbones): its architecture and published weights
+        if pretrained == "default" and not load_weights:
+            pretrained = named.tag or "none"  # the architecture's activation, no file looked up
+        pretrained = backbone_weights(named, pretrained)
+        name = named.arch
     model_name = _resolve_name(name)
+    if pretrained == "default":  # an open_clip architecture: its OpenAI weights where they exist
+        tags = open_clip.list_pretrained_tags_by_model(model_name)
+        if "openai" not in tags:
+            raise ConfigError(
+                f"{model_name} has no default weights; pass --pretrained with one of its open_clip tags "
+                f"({', '.join(tags) or 'none published'}), a local file, or none"
+            )
+        pretrained = "openai"
     random_weights = pretrained in ("none", "", None)
     is_file = not random_weights and (Path(pretrained).suffix in _CHECKPOINT_SUFFIXES or Path(pretrained).exists())
     if is_file and not Path(pretrained).is_file():

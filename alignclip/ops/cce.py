@@ -18,6 +18,7 @@ __all__ = [
     "fuse_logits",
     "product_affinity",
     "propagate_within_clusters",
+    "vfm_input_size",
 ]
 
 #: Affinities A of Eq. 11: the VFM's last-layer ``attention`` (Sec. 3.3), the ``cosine`` similarity of its features
@@ -115,3 +116,36 @@ def fuse_logits(refined: torch.Tensor, upsampled: torch.Tensor, beta: float) -> 
     if refined.shape[-2:] != upsampled.shape[-2:]:
         refined = F.interpolate(refined, size=upsampled.shape[-2:], mode="bilinear", align_corners=False)
     return beta * refined + (1.0 - beta) * upsampled
+
+
+def vfm_input_size(
+    window_hw: tuple[int, int],
+    clip_grid: tuple[int, int],
+    vfm_patch: int,
+    grid_align: str = "vfm",
+    resolution: str = "window",
+    native_size: int | None = None,
+) -> tuple[int, int]:
+    """The VFM's input size ``(H_v, W_v)`` for one window, multiples of ``vfm_patch`` whatever CLIP's patch size.
+
+    - ``grid_align="clip"``: CLIP's grid times the VFM's patch, so the VFM's patch grid is CLIP's (e.g. CLIP B/32's
+      7x7 grid of a 224² window gives DINOv2 B/14 an input of 98², DINO B/8 one of 56²);
+    - ``resolution="native"`` and a VFM with a training size (SAM: 1024): that size;
+    - otherwise the window's own size, each side rounded to the nearest multiple of ``vfm_patch`` (at least one
+      patch): a 224² window is kept for patch 8, 14, 16 and 32; a 160-pixel side becomes 154 for patch 14.
+
+    Args:
+        window_hw: the (padded) window's size in pixels.
+        clip_grid: CLIP's patch grid of the window.
+        vfm_patch: the VFM's patch side.
+        grid_align: ``"vfm"`` (propagate on the VFM's grid) or ``"clip"``.
+        resolution: ``"window"`` or ``"native"``.
+        native_size: the VFM's square training side, or None.
+    """
+    if vfm_patch < 1:
+        raise ConfigError(f"VFM patch size {vfm_patch} is not valid; it must be a positive number of pixels")
+    if grid_align == "clip":
+        return clip_grid[0] * vfm_patch, clip_grid[1] * vfm_patch
+    if resolution == "native" and native_size:
+        return int(native_size), int(native_size)
+    return tuple(max(1, int(side / vfm_patch + 0.5)) * vfm_patch for side in window_hw)  # type: ignore[return-value]

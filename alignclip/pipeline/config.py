@@ -9,6 +9,7 @@ Table 6) and any field overridden. A preset with a module switched on is written
 from __future__ import annotations
 
 import dataclasses
+import logging
 import numbers
 import os
 from dataclasses import dataclass, fields
@@ -17,6 +18,7 @@ from typing import Any
 from alignclip.data import load_manifest
 from alignclip.errors import ConfigError
 from alignclip.methods import ENCODERS, METHODS
+from alignclip.models.backbones import resolve_backbone
 from alignclip.ops.attention import ATTENTION_MODES
 from alignclip.ops.cce import AFFINITIES
 from alignclip.ops.kmeans import KMEANS_INITS
@@ -47,6 +49,8 @@ __all__ = [
     "parse_preset",
 ]
 
+log = logging.getLogger(__name__)
+
 UPSAMPLERS = ("jbu_one", "jbu_stack", "none")
 SGA_SOURCES = ("patch", "upsampled")
 SGA_SCOPES = ("window", "image")
@@ -74,8 +78,10 @@ class SegmentorConfig:
     """Every setting of the pipeline. Defaults are AlignCLIP-D's (paper Sec. 4.1; see the decisions register)."""
 
     # --- CLIP backbone (Sec. 3.1)
-    backbone: str = "ViT-B-16"  # open_clip model name or a model-config JSON path
-    pretrained: str = "openai"  # open_clip tag, local state-dict path, or "none" (random)
+    backbone: str = "ViT-B-16"  # a named backbone (clip-b16, remoteclip-b32, ...), open_clip name or config JSON
+    # "default" (a named backbone's published weights; an open_clip architecture's "openai"), an open_clip tag, a
+    # local checkpoint, or "none" (random)
+    pretrained: str = "default"
     attention: str = "segearth"  # last-block attention mode (Eq. 2 = "segearth")
     drop_residual: bool = True  # drop the last block's residual and FFN (the baseline's ignore_residual)
     # Gaussian std (patches) of the naclip mode: 1.0 as SegEarth-OV's code runs NACLIP for Table 2 (NACLIP's paper: 5)
@@ -400,12 +406,15 @@ SMOKE_OVERRIDES: dict[str, Any] = dict(
 
 def tiny_stand_in(vfm: str) -> str:
     """The tiny random VFM standing in for ``vfm`` in the smoke profile: the same family and patch size where one
-    exists (``tiny_sam``; ``tiny_dino_b8`` for patch 8, else ``tiny_dino_b16``)."""
+    exists (``tiny_sam``; ``tiny_dinov2_b14`` for DINOv2 and patch 14; ``tiny_dino_b8`` for patch 8, else
+    ``tiny_dino_b16``)."""
     name = vfm.lower()
     if name.startswith("tiny"):
         return vfm
     if "sam" in name:
         return "tiny_sam"
+    if "dinov2" in name or "patch14" in name:
+        return "tiny_dinov2_b14"
     return "tiny_dino_b8" if ("patch8" in name or name.endswith("8")) else "tiny_dino_b16"
 
 
@@ -461,4 +470,18 @@ def build_config(
             sam_name = str(fields_.get("trident_sam", SegmentorConfig.trident_sam))
             fields_.update(trident_sam=tiny_stand_in(sam_name), trident_sam_pretrained="none")
     fields_.update(overrides)
+    named = resolve_backbone(str(fields_.get("backbone", SegmentorConfig.backbone)))
+    upsampler = fields_.get("upsampler", SegmentorConfig.upsampler)
+    if (
+        named is not None
+        and not named.jbu
+        and upsampler != "none"
+        and not {"upsampler", "upsampler_ckpt"} & set(overrides)
+    ):
+        log.warning(
+            "%s has no JBU upsampler checkpoint (SegEarth-OV's was trained on CLIP ViT-B/16 features): running it "
+            "without one (upsampler=none); pass --upsampler-ckpt FILE trained for its features to use one",
+            named.label,
+        )
+        fields_["upsampler"] = "none"
     return SegmentorConfig(**fields_)

@@ -22,6 +22,7 @@ import torch
 
 from alignclip.errors import ConfigError, InputError
 from alignclip.io.images import resized_size
+from alignclip.models.backbones import resolve_backbone
 from alignclip.models.clip import ClipBundle, register_model_configs
 from alignclip.models.text import build_text_embeddings
 from alignclip.pipeline.config import SegmentorConfig, check_window_batch
@@ -98,6 +99,9 @@ UPSAMPLER_MIN_PATCHES = {"jbu_one": 3, "jbu_stack": 2, "none": 1}
 def backbone_patch_size(backbone: str) -> int | None:
     """Patch side in pixels of an open_clip model name or model-config JSON, read from its config (no model is built);
     None when the config cannot be read (building the model then says why)."""
+    named = resolve_backbone(backbone)
+    if named is not None:
+        return named.patch_size
     try:
         if backbone.endswith(".json"):
             cfg = json.loads(Path(backbone).read_text())

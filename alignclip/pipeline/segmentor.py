@@ -33,7 +33,13 @@ from alignclip.models.templates import get_templates
 from alignclip.models.text import ClassQueries, parse_classes
 from alignclip.models.upsampler import build_upsampler
 from alignclip.models.vfm import create_vfm
-from alignclip.ops.cce import cosine_affinity, fuse_logits, product_affinity, propagate_within_clusters
+from alignclip.ops.cce import (
+    cosine_affinity,
+    fuse_logits,
+    product_affinity,
+    propagate_within_clusters,
+    vfm_input_size,
+)
 from alignclip.ops.jbu import FactoredFeatures, cosine_logits
 from alignclip.ops.kmeans import kmeans
 from alignclip.ops.postprocess import class_probabilities, label_dtype, predict_labels
@@ -298,13 +304,14 @@ class Segmentor:
         """CCE-refined logits Ŝ ``[B, Q, hv, wv]`` from patch logits S' ``[B, Q, h, w]`` (Eq. 9-12)."""
         c = self.config
         vfm = self.vfm
-        size = (
-            tuple(g * vfm.patch_size for g in s_patch.shape[-2:])
-            if c.grid_align == "clip"
-            else vfm.native_size
-            if c.vfm_resolution == "native"
-            else None
-        )  # None: the window's size
+        size = vfm_input_size(
+            tuple(x.shape[-2:]),
+            tuple(s_patch.shape[-2:]),
+            vfm.patch_size,
+            c.grid_align,
+            c.vfm_resolution,
+            vfm.native_size,
+        )
         with self._autocast():
             feats, attn = vfm(vfm.prepare(x, self.clip.mean, self.clip.std, size), c.vfm_features)
         feats, attn = feats.float(), attn.float()

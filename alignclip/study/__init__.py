@@ -12,6 +12,7 @@ paper (:func:`paper_comparison`, :func:`main_table`, :func:`paired_deltas`, ...)
 - :mod:`~alignclip.study.sweeps`: hyper-parameter sweeps, ablation and plug-in runs;
 - :mod:`~alignclip.study.analysis`, :mod:`~alignclip.study.analysis_figures`: Table 1 and the feature maps;
 - :mod:`~alignclip.study.bench`: the cost benchmark (Table 11);
+- :mod:`~alignclip.study.backbones`: AlignCLIP's modules across CLIP backbones and CCE's VFMs (beyond the paper);
 - :mod:`~alignclip.study.crf`: dense CRF runs (Table 13);
 - :mod:`~alignclip.study.decisions`: what each open choice of the decisions register changes;
 - :mod:`~alignclip.study.qualitative`: qualitative panels;
@@ -42,6 +43,24 @@ from alignclip.study.analysis_figures import (
     plot_embeddings,
     plot_similarity_distributions,
     separability,
+)
+from alignclip.study.backbones import (
+    MODULE_ROWS,
+    STUDY_BACKBONES,
+    STUDY_VFMS,
+    backbone_gain_table,
+    backbone_gains,
+    backbone_miou_table,
+    backbone_runs,
+    backbone_setup_table,
+    plot_backbone_gains,
+    prediction_summary,
+    prediction_verdicts,
+    study_backbones,
+    study_runs,
+    vfm_gain_table,
+    vfm_gains,
+    vfm_runs,
 )
 from alignclip.study.bench import (
     BENCH_HEADERS,
@@ -127,6 +146,22 @@ from alignclip.study.sweeps import (
 from alignclip.study.tables import main_table, paper_comparison, plot_paper_vs_ours, summary_lines
 
 __all__ = [
+    "MODULE_ROWS",
+    "STUDY_BACKBONES",
+    "STUDY_VFMS",
+    "backbone_gain_table",
+    "backbone_gains",
+    "backbone_miou_table",
+    "backbone_runs",
+    "backbone_setup_table",
+    "plot_backbone_gains",
+    "prediction_summary",
+    "prediction_verdicts",
+    "study_backbones",
+    "study_runs",
+    "vfm_gain_table",
+    "vfm_gains",
+    "vfm_runs",
     "full_study_plan",
     "plot_plan",
     "NATURAL_DOMAIN",

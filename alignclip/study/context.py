@@ -34,7 +34,7 @@ from alignclip.kinds import PIPELINE_CHECK_LABEL, kind_of
 from alignclip.paper.names import RS_DATASETS
 from alignclip.pipeline.config import SegmentorConfig, build_config
 
-__all__ = ["NEEDS", "PROFILES", "StudyContext", "banner", "start_study", "write_notebook_results"]
+__all__ = ["NEEDS", "PROFILES", "StudyContext", "banner", "glue_markdown", "start_study", "write_notebook_results"]
 
 PROFILES = ("smoke", "rehearsal", "full")
 #: What the rehearsal profile sets: random weights for every model of the full profile (the benchmark's own set: a
@@ -285,13 +285,19 @@ def banner(ctx: StudyContext):
 def _glue_status(status) -> None:
     """Inside a notebook kernel, also glue the banner as ``status``: the book shows it under the notebook's title
     (``{glue:md} status`` in the title cell), before any code."""
+    glue_markdown("status", status)
+
+
+def glue_markdown(name: str, markdown) -> None:
+    """Inside a notebook kernel, glue ``markdown`` (an IPython ``Markdown``) as ``name`` for a ``{glue:md} name``
+    elsewhere in the page (a summary written from the results); elsewhere nothing."""
     try:
         from IPython import get_ipython
         from myst_nb import glue
-    except ImportError:  # the study without the book's packages: the banner is the cell's output only
+    except ImportError:  # the study without the book's packages: the Markdown is the cell's output only
         return
     if get_ipython() is not None:
-        glue("status", status, display=False)
+        glue(name, markdown, display=False)
 
 
 def write_notebook_results(ctx: StudyContext, name: str, payload: dict[str, Any]) -> Path:

@@ -31,6 +31,7 @@ from alignclip.evaluation.crf import crf_fingerprint
 from alignclip.io.files import atomic_write
 from alignclip.ops.crf import check_crf_params
 from alignclip.paper.names import TABLE3_ROWS
+from alignclip.study.backbones import study_runs
 from alignclip.study.context import StudyContext, start_study
 from alignclip.study.crf import crf_pair, crf_paths
 from alignclip.study.decisions import decision_runs, select_decisions
@@ -108,6 +109,7 @@ NOTEBOOK_RUNS: dict[str, Callable[[StudyContext, Mapping[str, Any]], Sequence[Ru
     "08_sga_plugin": lambda ctx, p: plugin_runs(ctx, list(p["methods"]) + list(p["extra_methods"]), p["sga_alpha"]),
     "10_dense_crf": _runs_10,
     "12_decisions": lambda ctx, p: decision_runs(ctx, select_decisions(p["decisions"] or None, ctx.is_smoke)),
+    "13_backbones": lambda ctx, p: study_runs(ctx, p["backbones"] or None, p["backbone_weights"], p["vfms"] or None),
 }
 
 

@@ -58,7 +58,7 @@ def notebook_parameters(path: Path) -> dict[str, tuple[str | None, Any]]:
     raise InputError(f"{path} has no cell tagged 'parameters'")
 
 
-_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list}
+_TYPES = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "dict": dict}
 
 
 def _is(kind: str, value: Any) -> bool:

@@ -20,9 +20,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import open_clip
 import pandas as pd
 
 from alignclip.data import load_manifest
+from alignclip.models.backbones import resolve_backbone
+from alignclip.models.clip import register_model_configs
 from alignclip.paper.names import TABLE11_ROWS
 from alignclip.paper.tables import load_table
 from alignclip.study.jobs import Job, job_context, job_done, list_jobs
@@ -31,6 +34,7 @@ __all__ = [
     "PAPER_BENCH",
     "bench_times",
     "format_plan",
+    "clip_window_flops",
     "full_study_plan",
     "load_bench_file",
     "plan_frame",
@@ -81,13 +85,33 @@ def bench_times(bench: Mapping[str, Any] | str) -> tuple[dict[str, float], str]:
     return per, f"alignclip bench on {env.get('device_name', env.get('device', 'an unnamed device'))}"
 
 
-def _ms_per_window(preset: str, times: Mapping[str, float]) -> tuple[float, str]:
+def clip_window_flops(backbone: str, crop: int = 224) -> float | None:
+    """Multiply-adds of a CLIP vision tower on one ``crop``² window (``24·N·w² + 4·N²·w`` per block, N tokens of
+    width w), from its open_clip config; None when the config cannot be read."""
+    arch = resolve_backbone(backbone).arch if resolve_backbone(backbone) else backbone
+    try:
+        register_model_configs()
+        cfg = open_clip.get_model_config(arch)["vision_cfg"]
+        n = (crop // int(cfg["patch_size"])) ** 2 + 1
+        w, layers = int(cfg["width"]), int(cfg["layers"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return float(layers * (24 * n * w * w + 4 * n * n * w))
+
+
+def _ms_per_window(preset: str, times: Mapping[str, float], backbone: str = "ViT-B-16") -> tuple[float, str]:
+    """A preset's ms per window from the benchmark (measured on CLIP ViT-B/16), scaled by the CLIP tower's FLOPs for
+    another backbone (the whole window's time scaled: an estimate, said in ``basis``)."""
     if preset in times:
-        return times[preset], "measured"
-    base = preset.split("+")[0]
-    if base in times:
-        return times[base], f"as {base}"
-    return times["segearth-ov"], "as segearth-ov"
+        ms, basis = times[preset], "measured"
+    else:
+        base = preset.split("+")[0]
+        ms, basis = (times[base], f"as {base}") if base in times else (times["segearth-ov"], "as segearth-ov")
+    ref, own = clip_window_flops("ViT-B-16"), clip_window_flops(backbone)
+    if backbone not in ("ViT-B-16", "clip-b16") and ref and own and not str(backbone).startswith("tiny"):
+        ratio = own / ref
+        ms, basis = ms * ratio, f"{basis} × {ratio:.2f} ({backbone}'s FLOPs)"
+    return ms, basis
 
 
 def plan_frame(jobs: Sequence[Job], bench: Mapping[str, Any] | str, check_cache: bool = True) -> pd.DataFrame:
@@ -108,7 +132,7 @@ def plan_frame(jobs: Sequence[Job], bench: Mapping[str, Any] | str, check_cache:
         else:
             size = manifest.image_size or (cfg.long_side or 448, cfg.long_side or 448)
         windows = windows_per_image(size, cfg.long_side, cfg.crop, cfg.stride)
-        ms, basis = _ms_per_window(job.preset, times)
+        ms, basis = _ms_per_window(job.preset, times, cfg.backbone)
         passes = 2 if job.kind == "crf" else 1  # the CRF pass adds its own cost; counted as a second pass
         n = images or 0
         h, w = size
