@@ -364,3 +364,11 @@ def test_segearth_ov_presets_on_a_patch_32_clip(preset, image):
     labels = segmentor.segment(image[:100, :300])
     assert labels.shape == (100, 300) and labels.min() >= 0 and labels.max() < len(CLASSES)
     assert np.array_equal(labels, segmentor.segment(image[:100, :300]))
+
+
+def test_a_file_that_is_not_tensors_is_refused_in_one_line(tmp_path):
+    bad = tmp_path / "RemoteCLIP-ViT-B-32.pt"
+    bad.write_bytes(b"\x80\x04not a checkpoint at all" * 40)
+    with pytest.raises(CheckpointError) as err:
+        create_clip("tiny-b32", str(bad))
+    assert "\n" not in str(err.value) and "weights_only=True" in str(err.value) and "torch.save" in str(err.value)

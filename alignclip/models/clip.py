@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import pickle
 import zipfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -257,7 +258,7 @@ def create_clip(
             pretrained,
             model_name,
         )
-    elif is_file and not arch_quick:
+    elif is_file and not arch_quick and named is None:  # a named backbone's architecture is fixed (D56)
         log.warning(
             "the activation of state-dict %s cannot be read from the file: building %s with GELU; if the "
             "weights were trained with QuickGELU (OpenAI, MetaCLIP, DFN), name the architecture %s-quickgelu",
@@ -280,7 +281,14 @@ def create_clip(
         try:
             with skip_weight_init():  # open_clip loads the state dict strictly
                 model = open_clip.create_model(model_name, pretrained=str(pretrained), **kwargs)
-        except (RuntimeError, AssertionError, KeyError) as exc:  # open_clip's errors for another architecture
+        except pickle.UnpicklingError as exc:  # not a file of tensors: torch.load(weights_only=True) refuses it
+            raise CheckpointError(
+                f"cannot read CLIP checkpoint {pretrained} with torch.load(weights_only=True) ({type(exc).__name__}: "
+                f"not a file of tensors); expected an "
+                f"open_clip state dict or training checkpoint of tensors; re-save its tensors with "
+                f"torch.save(state_dict, PATH)"
+            ) from None
+        except (RuntimeError, AssertionError, KeyError, EOFError) as exc:  # another architecture, a truncated file
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[-1].strip()
             raise CheckpointError(
                 f"{pretrained} is not a {model_name} state dict ({first}); pass the matching --backbone"
