@@ -20,6 +20,7 @@ from alignclip.study import (
     backbone_runs,
     backbone_setup_table,
     evaluate_runs,
+    plot_backbone_gains,
     prediction_summary,
     prediction_verdicts,
     start_study,
@@ -181,3 +182,11 @@ def test_prediction_summary_is_a_markdown_list():
     gains.loc[0, "kind"] = PIPELINE_CHECK
     text = prediction_summary(gains).data
     assert text.startswith("- Pipeline check") and text.count("\n- ") == 0
+
+
+def test_the_gain_figure_draws_a_point_outside_its_interval():
+    """Found by the rehearsal (one image per dataset): a percentile interval that does not hold its point."""
+    gains = _gains({("remoteclip-b32", "+SGA"): (1.0, 0.5), ("clip-l14", "+SGA"): (1.0, 0.5)})
+    gains.loc[0, ["ci_low", "ci_high"]] = [1.2, 1.6]  # the point below its interval
+    fig = plot_backbone_gains(gains)
+    assert "PIPELINE CHECK" not in fig.axes[0].get_title()  # every row a reproduction here

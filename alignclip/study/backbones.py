@@ -322,7 +322,8 @@ def plot_backbone_gains(gains: pd.DataFrame, title: str = ""):
     for j, module in enumerate(_GAINS):
         sub = avg[avg["module"] == module].set_index("backbone").reindex(keys)
         xs = np.arange(len(keys)) + (j - 1) * width
-        yerr = np.vstack([sub["delta"] - sub["ci_low"], sub["ci_high"] - sub["delta"]])
+        # a percentile interval need not hold the point (one image per dataset, an mIoU over pooled counts): clip
+        yerr = np.vstack([sub["delta"] - sub["ci_low"], sub["ci_high"] - sub["delta"]]).clip(min=0)
         ax.errorbar(xs, sub["delta"], yerr=yerr, fmt="o", color=colours[module], capsize=3, label=module[1:])
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_xticks(range(len(keys)), keys, rotation=30, ha="right")
