@@ -14,6 +14,7 @@ from alignclip.models.backbones import BACKBONES
 from alignclip.study import (
     STUDY_BACKBONES,
     STUDY_VFMS,
+    backbone_average_table,
     backbone_gain_table,
     backbone_gains,
     backbone_miou_table,
@@ -83,10 +84,11 @@ def test_vfm_runs_share_the_default_vfm_and_stand_in_the_others(tmp_path):
 
 def test_setup_table_says_grid_upsampler_and_weights(tmp_path):
     table = backbone_setup_table(_ctx(tmp_path), ["clip-b16", "remoteclip-b32", "clip-l14"]).set_index("backbone")
-    assert table.loc["remoteclip-b32", "grid"] == "7×7" and table.loc["clip-l14", "grid"] == "16×16"
+    assert table.loc["remoteclip-b32", "architecture"] == "ViT-B-32 (7×7)"
+    assert table.loc["clip-l14", "architecture"] == "ViT-L-14 (16×16)"
     assert table.loc["clip-b16", "upsampler"] == "jbu_one" and table.loc["remoteclip-b32", "upsampler"] == "none"
     assert table.loc["remoteclip-b32", "remote_sensing"] == "yes"
-    assert "stand-in" in table.loc["remoteclip-b32", "architecture"]
+    assert table.loc["remoteclip-b32", "weights"] == "random, tiny stand-in tiny-b32"
 
 
 def test_study_end_to_end_on_tiny_models(tmp_path):
@@ -99,6 +101,12 @@ def test_study_end_to_end_on_tiny_models(tmp_path):
         (b, r) for b in ("clip-b16", "remoteclip-b32") for r in ("baseline", "+SGA", "+CCE", "+SGA+CCE")
     ]
     assert np.allclose(table[AVG], table["VDD"])  # one dataset: its average is itself
+    avg = backbone_average_table(results)
+    assert list(avg.columns) == ["baseline", "+SGA", "+CCE", "+SGA+CCE"] and list(avg.index) == [
+        "clip-b16",
+        "remoteclip-b32",
+    ]
+    assert math.isclose(avg.loc["remoteclip-b32", "+CCE"], table.loc[("remoteclip-b32", "+CCE"), "VDD"])
     gains = backbone_gains(results, n_boot=50)
     avg = gains[gains["dataset"] == AVG].set_index(["backbone", "module"])
     row = table.loc[("remoteclip-b32", "+SGA"), "VDD"] - table.loc[("remoteclip-b32", "baseline"), "VDD"]

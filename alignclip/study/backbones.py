@@ -36,6 +36,7 @@ __all__ = [
     "STUDY_BACKBONES",
     "STUDY_VFMS",
     "StudyBackbone",
+    "backbone_average_table",
     "backbone_gain_table",
     "backbone_gains",
     "backbone_miou_table",
@@ -192,28 +193,35 @@ def study_runs(
 
 
 def backbone_setup_table(ctx: StudyContext, backbones: Sequence[str] | None = None) -> pd.DataFrame:
-    """What each backbone is and runs with: family, architecture, patch grid of a 224² window, weights, upsampler."""
+    """What each backbone is and runs with: its model, whether remote-sensing, the open_clip architecture and patch
+    grid of a 224² window, the upsampler, and the weights of this profile (the tiny stand-in in the smoke profile)."""
     rows = []
     for entry in study_backbones(backbones):
         spec = entry.spec
         grid = 224 // spec.patch_size
+        if ctx.is_smoke:
+            weights = f"random, tiny stand-in {spec.stand_in}"
+        elif ctx.profile == "rehearsal":
+            weights = "random"
+        else:
+            weights = spec.tag or spec.file_hint
         rows.append(
             dict(
                 backbone=entry.key,
                 model=spec.label,
-                family=spec.family,
                 remote_sensing="yes" if spec.remote_sensing else "no",
-                architecture=f"{spec.stand_in} (stand-in of {spec.arch})" if ctx.is_smoke else spec.arch,
-                grid=f"{grid}×{grid}",
+                architecture=f"{spec.arch} ({grid}×{grid})",
                 upsampler=entry.upsampler,
-                weights="random (tiny stand-in)"
-                if ctx.is_smoke
-                else "random"
-                if ctx.profile == "rehearsal"
-                else (spec.tag or spec.file_hint),
+                weights=weights,
             )
         )
     return pd.DataFrame(rows)
+
+
+def backbone_average_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Average mIoU (%) over the datasets: one row per backbone, one column per :data:`MODULE_ROWS` row."""
+    avg = backbone_miou_table(results)[AVG].unstack("row")
+    return avg[[r for r in MODULE_ROWS if r in avg.columns]].loc[list(dict.fromkeys(avg.index))]
 
 
 def backbone_miou_table(results: pd.DataFrame) -> pd.DataFrame:
