@@ -198,3 +198,14 @@ def test_the_gain_figure_draws_a_point_outside_its_interval():
     gains.loc[0, ["ci_low", "ci_high"]] = [1.2, 1.6]  # the point below its interval
     fig = plot_backbone_gains(gains)
     assert "PIPELINE CHECK" not in fig.axes[0].get_title()  # every row a reproduction here
+
+
+def test_notebook_13_takes_backbone_weights_as_a_dict_parameter():
+    from alignclip.study.notebooks import check_parameters, notebook_path
+
+    path = notebook_path("13")
+    assert check_parameters(path, {"backbone_weights": "{'skyclip-b32': 'a.pt'}"}) == {
+        "backbone_weights": {"skyclip-b32": "a.pt"}
+    }
+    with pytest.raises(ConfigError, match="backbone_weights=.*wrong type; expected dict"):
+        check_parameters(path, {"backbone_weights": "[1, 2]"})
