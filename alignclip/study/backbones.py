@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from alignclip.errors import ConfigError
+from alignclip.evaluation.bootstrap import classify_gain
 from alignclip.kinds import PIPELINE_CHECK, REPRODUCTION, labelled
 from alignclip.models.backbones import BACKBONES
 from alignclip.models.vfm_builders import resolve_vfm
@@ -107,6 +108,13 @@ def study_backbones(names: Sequence[str] | None = None) -> list[StudyBackbone]:
 
 
 STUDY_BACKBONES: tuple[str, ...] = tuple(b.key for b in study_backbones())
+_ENTRIES: dict[str, StudyBackbone] = {b.key: b for b in study_backbones()}
+_Z95 = 1.959964  # two-sided 95 % normal quantile
+_PREDICTION = {
+    "supported": "supports the prediction",
+    "contradicted": "contradicts the prediction",
+    "not distinguishable from zero": "cannot tell (the interval contains zero)",
+}
 
 
 def _backbone_overrides(ctx: StudyContext, entry: StudyBackbone, weights: Mapping[str, str]) -> dict[str, Any]:
@@ -279,8 +287,7 @@ def backbone_gain_table(gains: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for key in dict.fromkeys(avg["backbone"]):
         sub = avg[avg["backbone"] == key].set_index("module")
-        entry = next(b for b in study_backbones() if b.key == key)
-        row = {"backbone": key, "remote_sensing": "yes" if entry.spec.remote_sensing else "no"}
+        row = {"backbone": key, "remote_sensing": "yes" if _ENTRIES[key].spec.remote_sensing else "no"}
         for module in _GAINS:
             r = sub.loc[module] if module in sub.index else None
             row[f"gain {module}"] = "" if r is None else _ci(r["delta"], r["ci_low"], r["ci_high"])
@@ -323,8 +330,7 @@ def plot_backbone_gains(gains: pd.DataFrame, title: str = ""):
     fig, ax = plt.subplots(figsize=(min(13.0, 1.0 * len(keys) + 3), 4.2))
     width = 0.25
     for i, key in enumerate(keys):
-        entry = next(b for b in study_backbones() if b.key == key)
-        if entry.spec.remote_sensing:
+        if _ENTRIES[key].spec.remote_sensing:
             ax.axvspan(i - 0.5, i + 0.5, color="0.92", zorder=0)
     colours = dict(zip(_GAINS, ("tab:blue", "tab:orange", "tab:green"), strict=True))
     for j, module in enumerate(_GAINS):
@@ -343,20 +349,23 @@ def plot_backbone_gains(gains: pd.DataFrame, title: str = ""):
     return fig
 
 
+def _se(rows: pd.DataFrame | pd.Series):
+    """Standard error(s) from 95 % intervals (normal approximation)."""
+    return (rows["ci_high"] - rows["ci_low"]) / (2 * _Z95)
+
+
 def _group_difference(avg: pd.DataFrame, module: str) -> tuple[float, float, float, int, int] | None:
     """Mean gain of ``module`` with remote-sensing CLIPs minus with general CLIPs, and a 95 % interval (normal
     approximation from each backbone's own interval), or None without both groups."""
     sub = avg[avg["module"] == module]
-    rs = [b.key for b in study_backbones() if b.spec.remote_sensing and b.key in set(sub["backbone"])]
-    general = [
-        b.key
-        for b in study_backbones()
-        if not b.spec.remote_sensing and b.upsampler == "none" and b.key in set(sub["backbone"])
-    ]  # general CLIPs without an upsampler, as the remote-sensing ones run
+    present = set(sub["backbone"])
+    rs = [k for k, b in _ENTRIES.items() if b.spec.remote_sensing and k in present]
+    # general CLIPs without an upsampler, as the remote-sensing ones run
+    general = [k for k, b in _ENTRIES.items() if not b.spec.remote_sensing and b.upsampler == "none" and k in present]
     if not rs or not general:
         return None
     by = sub.set_index("backbone")
-    se = (by["ci_high"] - by["ci_low"]) / (2 * 1.959964)
+    se = _se(by)
 
     def mean_se(keys):
         return float(by.loc[keys, "delta"].mean()), float(np.sqrt((se.loc[keys] ** 2).sum()) / len(keys))
@@ -364,11 +373,12 @@ def _group_difference(avg: pd.DataFrame, module: str) -> tuple[float, float, flo
     m_rs, s_rs = mean_se(rs)
     m_g, s_g = mean_se(general)
     diff, s = m_rs - m_g, math.hypot(s_rs, s_g)
-    return diff, diff - 1.959964 * s, diff + 1.959964 * s, len(rs), len(general)
+    return diff, diff - _Z95 * s, diff + _Z95 * s, len(rs), len(general)
 
 
 def prediction_verdicts(gains: pd.DataFrame, vfm: pd.DataFrame | None = None) -> list[str]:
-    """The prediction, tested: one sentence each on SGA across backbones and CCE across VFMs."""
+    """The prediction, tested: one sentence each on SGA across backbones (a smaller gain with remote-sensing CLIPs)
+    and CCE across VFMs (a larger gain with DINOv2), judged by :func:`classify_gain` on the difference's interval."""
     avg = gains[gains["dataset"] == AVG]
     kinds = set(avg["kind"]) | (set(vfm[vfm["dataset"] == AVG]["kind"]) if vfm is not None else set())
     if kinds != {REPRODUCTION}:
@@ -382,36 +392,22 @@ def prediction_verdicts(gains: pd.DataFrame, vfm: pd.DataFrame | None = None) ->
         lines.append("SGA: the runs lack remote-sensing or general CLIPs without an upsampler; no comparison.")
     else:
         d, lo, hi, n_rs, n_g = diff
-        verdict = (
-            "supports the prediction"
-            if hi < 0
-            else "contradicts the prediction"
-            if lo > 0
-            else "cannot tell (the interval contains zero)"
-        )
         lines.append(
             f"SGA's average gain with the {n_rs} remote-sensing CLIPs minus that with the {n_g} general CLIPs is "
-            f"{d:+.2f} points (95% interval {lo:+.2f} to {hi:+.2f}, normal approximation): this {verdict}."
+            f"{d:+.2f} points (95% interval {lo:+.2f} to {hi:+.2f}, normal approximation): this "
+            f"{_PREDICTION[classify_gain((lo, hi), claimed_sign=-1)]}."
         )
     if vfm is not None and len(vfm):
         v = vfm[(vfm["dataset"] == AVG) & (vfm["module"] == "CCE")].set_index("vfm")
         if {_DEFAULT_VFM, "dinov2_vitb14_reg"} <= set(v.index):
             base, new = v.loc[_DEFAULT_VFM], v.loc["dinov2_vitb14_reg"]
-            se = math.hypot(
-                (base["ci_high"] - base["ci_low"]) / (2 * 1.959964), (new["ci_high"] - new["ci_low"]) / (2 * 1.959964)
-            )
+            se = math.hypot(_se(base), _se(new))
             d = float(new["delta"] - base["delta"])
-            lo, hi = d - 1.959964 * se, d + 1.959964 * se
-            verdict = (
-                "supports the prediction"
-                if lo > 0
-                else "contradicts the prediction"
-                if hi < 0
-                else "cannot tell (the interval contains zero)"
-            )
+            lo, hi = d - _Z95 * se, d + _Z95 * se
             lines.append(
                 f"CCE's average gain with DINOv2 ViT-B/14 minus that with DINO ViT-B/16 is {d:+.2f} points "
-                f"(95% interval {lo:+.2f} to {hi:+.2f}, normal approximation): this {verdict}."
+                f"(95% interval {lo:+.2f} to {hi:+.2f}, normal approximation): this "
+                f"{_PREDICTION[classify_gain((lo, hi), claimed_sign=1)]}."
             )
     return lines
 

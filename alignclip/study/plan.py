@@ -88,7 +88,8 @@ def bench_times(bench: Mapping[str, Any] | str) -> tuple[dict[str, float], str]:
 def clip_window_flops(backbone: str, crop: int = 224) -> float | None:
     """Multiply-adds of a CLIP vision tower on one ``crop``² window (``24·N·w² + 4·N²·w`` per block, N tokens of
     width w), from its open_clip config; None when the config cannot be read."""
-    arch = resolve_backbone(backbone).arch if resolve_backbone(backbone) else backbone
+    named = resolve_backbone(backbone)
+    arch = named.arch if named is not None else backbone
     try:
         register_model_configs()
         cfg = open_clip.get_model_config(arch)["vision_cfg"]
